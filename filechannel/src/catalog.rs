@@ -1,0 +1,177 @@
+//! Which segments exist, who is reading where, and garbage collection.
+//!
+//! Each receiver owns a [`Cursor`]: the segment it still needs (`floor`) and
+//! the sequence number of the first message it has not consumed (read, or for
+//! an acking receiver, acked). A segment is deleted once it is older than
+//! every cursor's floor and is not the active one; with no receivers, nothing
+//! is deleted. The lowest consumed sequence number over all receivers is the
+//! channel's *head*, kept in the `head` file: a new receiver, also after a
+//! restart, starts there.
+
+use crate::error::Error;
+use crate::format::{HEAD_SLOT_LEN, HeadSlot, segment_file_name};
+use crate::segment::SegMeta;
+use crate::storage::{MapOf, SegmentMap, Storage, StorageFile};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Name of the head file in a channel directory.
+pub(crate) const HEAD_FILE: &str = "head";
+
+/// A receiver's position, as far as garbage collection is concerned.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    /// The oldest segment this receiver may still read.
+    pub floor: AtomicU64,
+    /// Sequence number of its first message not yet consumed.
+    pub consumed: AtomicU64,
+}
+
+/// The on-disk head: the lowest sequence number any receiver still needs.
+pub(crate) struct HeadFile<S: Storage> {
+    file: S::File,
+    path: PathBuf,
+    generation: u64,
+    pub seq: u64,
+}
+
+impl<S: Storage> HeadFile<S> {
+    /// Opens (or creates) the head file and reads the newest valid slot.
+    pub(crate) fn open(storage: &S, dir: &Path, sync: bool) -> Result<Self, Error> {
+        let path = dir.join(HEAD_FILE);
+        let file = storage.open_or_create(&path).map_err(|e| Error::io(&path, e))?;
+        let len = file.len().map_err(|e| Error::io(&path, e))?;
+        let mut best: Option<HeadSlot> = None;
+        for slot in 0..2u64 {
+            if len < (slot + 1) * HEAD_SLOT_LEN {
+                continue;
+            }
+            let mut raw = [0u8; HEAD_SLOT_LEN as usize];
+            file.read_exact_at(&mut raw, slot * HEAD_SLOT_LEN).map_err(|e| Error::io(&path, e))?;
+            match HeadSlot::from_bytes(&raw) {
+                Some(s) if best.is_none_or(|b| s.generation > b.generation) => best = Some(s),
+                Some(_) => {}
+                None if raw != [0; HEAD_SLOT_LEN as usize] => {
+                    tracing::warn!(path = %path.display(), slot, "ignoring a damaged head slot (a torn write); the other slot is used")
+                }
+                None => {}
+            }
+        }
+        if len == 0 && sync {
+            storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(HeadFile {
+            file,
+            path,
+            generation: best.map_or(0, |b| b.generation),
+            seq: best.map_or(0, |b| b.head_seq),
+        })
+    }
+
+    /// Records a new head in the slot not holding the current one.
+    pub(crate) fn store(&mut self, seq: u64, sync: bool) -> std::io::Result<()> {
+        let generation = self.generation + 1;
+        let slot = HeadSlot { generation, head_seq: seq };
+        self.file.write_all_at(&slot.to_bytes(), (generation % 2) * HEAD_SLOT_LEN)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        self.generation = generation;
+        self.seq = seq;
+        Ok(())
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Everything that changes when segments come and go or receivers move.
+pub(crate) struct Catalog<S: Storage> {
+    pub segments: BTreeMap<u64, SegMeta>,
+    pub active_id: u64,
+    pub active_map: Arc<SegmentMap<MapOf<S>>>,
+    pub cursors: Vec<Arc<Cursor>>,
+    pub head: HeadFile<S>,
+}
+
+/// What a receiver gets when it enters a segment.
+pub(crate) struct Entered<S: Storage> {
+    pub map: Arc<SegmentMap<MapOf<S>>>,
+    pub meta: SegMeta,
+}
+
+impl<S: Storage> Catalog<S> {
+    /// Maps segment `id` for reading: the writer's own map if it is the
+    /// active one, else a read-only map of the sealed file. `None` if the
+    /// segment does not exist.
+    pub(crate) fn enter(&self, storage: &S, dir: &Path, id: u64) -> std::io::Result<Option<Entered<S>>> {
+        let Some(&meta) = self.segments.get(&id) else {
+            return Ok(None);
+        };
+        if id == self.active_id {
+            return Ok(Some(Entered {
+                map: Arc::clone(&self.active_map),
+                meta,
+            }));
+        }
+        let file = storage.open(&dir.join(segment_file_name(id)), false)?;
+        let len = file.len()?;
+        let map = SegmentMap::sealed(file.map(len, false)?);
+        Ok(Some(Entered { map, meta }))
+    }
+
+    /// The segment a new receiver starts in: the newest one whose first
+    /// message is at or before the head.
+    pub(crate) fn start_segment(&self) -> u64 {
+        self.segments
+            .iter()
+            .take_while(|(_, m)| m.base_seq <= self.head.seq)
+            .last()
+            .or_else(|| self.segments.iter().next())
+            .map_or(self.active_id, |(&id, _)| id)
+    }
+
+    /// Deletes every segment that all receivers have passed, oldest first,
+    /// and moves the head up. Runs under the catalog lock, so deletions never
+    /// interleave: a crash leaves an unbroken chain of segments.
+    pub(crate) fn collect(&mut self, storage: &S, dir: &Path, sync: bool) {
+        let Some(min_floor) = self.cursors.iter().map(|c| c.floor.load(Ordering::Acquire)).min() else {
+            return;
+        };
+        let min_consumed = self
+            .cursors
+            .iter()
+            .map(|c| c.consumed.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(self.head.seq);
+        if min_consumed > self.head.seq
+            && let Err(e) = self.head.store(min_consumed, sync)
+        {
+            // The head only spares a new receiver messages already consumed;
+            // a stale head means redelivery, never loss.
+            tracing::warn!(path = %self.head.path().display(), error = %e, "could not record the head");
+        }
+        let limit = min_floor.min(self.active_id);
+        let mut removed = false;
+        while let Some((&id, _)) = self.segments.first_key_value() {
+            if id >= limit {
+                break;
+            }
+            let path = dir.join(segment_file_name(id));
+            if let Err(e) = storage.remove(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete a consumed segment; will retry");
+                break;
+            }
+            self.segments.remove(&id);
+            removed = true;
+        }
+        if removed && sync {
+            if let Err(e) = storage.sync_dir(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not sync the directory after deleting segments");
+            }
+        }
+    }
+}

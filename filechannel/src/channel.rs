@@ -1,0 +1,480 @@
+//! The channel handle, the sender, and the state they share.
+
+use crate::catalog::{Catalog, HEAD_FILE, HeadFile};
+use crate::config::{Builder, Durability};
+use crate::error::{Error, SendError};
+use crate::notify::Notifier;
+use crate::receiver::{AckReceiver, Receiver};
+use crate::recovery::recover;
+use crate::storage::{Fs, Storage, StorageFile};
+use crate::writer::{SyncState, Writer};
+use crate::format;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// State shared by the channel, its senders and its receivers.
+pub(crate) struct Shared<S: Storage> {
+    pub storage: S,
+    pub dir: PathBuf,
+    pub config: Builder,
+    pub writer: Mutex<Writer<S>>,
+    pub catalog: Mutex<Catalog<S>>,
+    pub notify: Notifier,
+    /// Sequence number after the last published message.
+    pub published_seq: AtomicU64,
+    /// Sequence number after the last fsynced message.
+    pub synced_seq: AtomicU64,
+    pub sync_state: Mutex<SyncState>,
+    pub sync_cv: Condvar,
+    /// The first write or fsync failure; sends refuse to go on after it.
+    pub poison: OnceLock<Arc<std::io::Error>>,
+    /// Set once the sender side is closed (after the last publish).
+    pub closed: AtomicBool,
+    /// `FileChannel` and `Sender` handles alive; the last one closes.
+    handles: AtomicUsize,
+    flusher: Flusher,
+    lock: Mutex<Option<S::Lock>>,
+}
+
+/// The background thread of `Buffered` mode: wakes blocked receivers within
+/// `flush_interval`, faults in pages ahead of the writer and syncs sealed
+/// segments. It parks when there is nothing to do.
+#[derive(Default)]
+struct Flusher {
+    idle: AtomicBool,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How far ahead of the writer the flusher faults in pages.
+const PREFAULT_WINDOW: usize = 4 << 20;
+
+/// A durable channel of byte messages in a directory.
+///
+/// Any number of [`Sender`]s append; each [`Receiver`] independently reads
+/// every message in send order; an [`AckReceiver`] keeps messages on disk
+/// until it acks them. One `FileChannel` at a time owns a directory.
+///
+/// ```
+/// use filechannel::FileChannel;
+/// let dir = tempfile::tempdir()?;
+/// let ch = FileChannel::open(dir.path())?;
+/// let tx = ch.tx();
+/// let mut rx = ch.rx();
+/// tx.send(b"hello")?;
+/// assert_eq!(rx.recv()?, b"hello");
+/// assert_eq!(ch.write_offset(), 1);
+/// ch.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FileChannel<S: Storage = Fs> {
+    shared: Arc<Shared<S>>,
+}
+
+/// The sending side of a channel. `Clone + Send + Sync`; a `send` from any
+/// clone is ordered with all others.
+pub struct Sender<S: Storage = Fs> {
+    shared: Arc<Shared<S>>,
+}
+
+impl FileChannel<Fs> {
+    /// Opens the channel in `dir` with default settings, creating the
+    /// directory if it is missing and recovering from a crash if needed.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another owner holds the directory, and an error
+    /// naming the file for anything on disk that cannot be recovered.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path().join("spool"))?;
+    /// assert!(filechannel::FileChannel::open(dir.path().join("spool")).unwrap_err().is_locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        Builder::new().open(dir)
+    }
+
+    /// A builder for non-default settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl<S: Storage> FileChannel<S> {
+    pub(crate) fn open_inner(storage: S, dir: &Path, config: Builder) -> Result<Self, Error> {
+        storage.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = storage
+            .try_lock_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .ok_or_else(|| Error::Locked { dir: dir.to_path_buf() })?;
+        let sync = config.durability == Durability::Sync;
+        let recovered = recover(&storage, dir, &config)?;
+        let mut head = HeadFile::open(&storage, dir, sync)?;
+        let active = recovered.active;
+        let next_seq = active.next_seq;
+        if head.seq > next_seq {
+            tracing::warn!(head = head.seq, next_seq, "head file is ahead of the last message; clamping it");
+            head.seq = next_seq;
+        }
+        let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
+        let catalog = Catalog {
+            segments: recovered.segments,
+            active_id: active.id,
+            active_map: Arc::clone(&active.map),
+            cursors: Vec::new(),
+            head,
+        };
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer::new(active, base_pos)),
+            catalog: Mutex::new(catalog),
+            notify: Notifier::default(),
+            published_seq: AtomicU64::new(next_seq),
+            // Recovery synced what it kept.
+            synced_seq: AtomicU64::new(next_seq),
+            sync_state: Mutex::new(SyncState {
+                synced: next_seq,
+                in_progress: false,
+            }),
+            sync_cv: Condvar::new(),
+            poison: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            handles: AtomicUsize::new(1),
+            flusher: Flusher::default(),
+            lock: Mutex::new(Some(lock)),
+            storage,
+            dir: dir.to_path_buf(),
+            config,
+        });
+        start_flusher(&shared)?;
+        Ok(FileChannel { shared })
+    }
+
+    /// A new sender.
+    pub fn tx(&self) -> Sender<S> {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Sender {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// A new independent receiver, starting at the oldest message that not
+    /// every receiver has consumed yet (after a restart: the oldest one not
+    /// acked). It holds back deletion of everything it has not read.
+    pub fn rx(&self) -> Receiver<S> {
+        Receiver::new(Arc::clone(&self.shared), false)
+    }
+
+    /// A new acknowledging receiver: like [`rx`](Self::rx), but messages stay
+    /// on disk until acked with [`AckReceiver::ack`], and a receiver opened
+    /// after a restart sees every message that was not acked.
+    pub fn rx_ack(&self) -> AckReceiver<S> {
+        AckReceiver::new(Receiver::new(Arc::clone(&self.shared), true))
+    }
+
+    /// Number of messages sent into the channel since it was created.
+    pub fn write_offset(&self) -> u64 {
+        self.shared.published_seq.load(Ordering::Acquire)
+    }
+
+    /// Number of messages visible to receivers and handed to the OS. Senders
+    /// write straight into the OS page cache, so this equals
+    /// [`write_offset`](Self::write_offset) once `send` has returned.
+    pub fn flush_offset(&self) -> u64 {
+        self.shared.published_seq.load(Ordering::Acquire)
+    }
+
+    /// Number of messages known to be fsynced (durable across power loss).
+    pub fn sync_offset(&self) -> u64 {
+        self.shared.synced_seq.load(Ordering::Acquire)
+    }
+
+    /// Bytes the channel's files occupy on disk (allocated blocks).
+    ///
+    /// # Errors
+    /// An I/O error listing the directory or reading a file's metadata.
+    pub fn disk_usage(&self) -> Result<u64, Error> {
+        let sh = &self.shared;
+        let names = sh.storage.list(&sh.dir).map_err(|e| Error::io(&sh.dir, e))?;
+        let mut total = 0;
+        for name in names {
+            let ours = format::parse_segment_file_name(&name).is_some()
+                || name == HEAD_FILE
+                || name == crate::storage::LOCK_FILE;
+            if !ours {
+                continue;
+            }
+            let path = sh.dir.join(&name);
+            match sh.storage.disk_usage(&path) {
+                Ok(n) => total += n,
+                // Deleted by GC between listing and looking.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The channel's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Closes the channel: later sends fail with [`SendError::Closed`], every
+    /// message is fsynced, background work stops and the directory lock is
+    /// released (the directory can be opened again, also by this process).
+    /// Receivers keep reading what is on disk, then get `Disconnected`.
+    /// Closing twice is fine.
+    ///
+    /// # Errors
+    /// The fsync failed (or failed earlier: the channel was poisoned).
+    pub fn close(&self) -> Result<(), Error> {
+        self.shared.close()
+    }
+}
+
+impl<S: Storage> Shared<S> {
+    pub(crate) fn close(&self) -> Result<(), Error> {
+        {
+            let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if w.closed {
+                return Ok(());
+            }
+            w.closed = true;
+            self.closed.store(true, Ordering::Release);
+        }
+        self.flusher.stop.store(true, Ordering::Release);
+        let thread = self.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = thread {
+            t.thread().unpark();
+            if t.join().is_err() {
+                tracing::error!("the channel's flusher thread panicked");
+            }
+        }
+        let target = self.published_seq.load(Ordering::Acquire);
+        let synced = if self.poison.get().is_none() { self.sync_to(target) } else { Ok(()) };
+        {
+            let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            cat.collect(&self.storage, &self.dir, true);
+        }
+        self.notify.notify_all();
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
+        match (synced, self.poison.get()) {
+            (Err(SendError::Io { path, source }), _) => Err(Error::Io {
+                path,
+                source: Arc::try_unwrap(source).unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
+            }),
+            (_, Some(e)) => Err(Error::Poisoned(Arc::clone(e))),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn is_sync(&self) -> bool {
+        self.config.durability == Durability::Sync
+    }
+
+    /// Called by a receiver that is about to sleep: make sure the flusher is
+    /// awake to wake it.
+    pub(crate) fn arm_flusher(&self) {
+        if self.flusher.idle.swap(false, Ordering::SeqCst)
+            && let Some(t) = self.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+        {
+            t.thread().unpark();
+        }
+    }
+
+    fn release_handle(&self) {
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Err(e) = self.close()
+        {
+            tracing::error!(dir = %self.dir.display(), error = %e, "closing the channel on drop failed");
+        }
+    }
+}
+
+fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
+    let weak = Arc::downgrade(shared);
+    let interval = shared.config.flush_interval;
+    let handle = std::thread::Builder::new()
+        .name("filechannel-flusher".into())
+        .spawn(move || flusher_loop(weak, interval))
+        .map_err(|e| Error::io(&shared.dir, e))?;
+    *shared.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    Ok(())
+}
+
+fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Duration) {
+    let mut notified_seq = 0;
+    let mut prefaulted: (u64, usize) = (0, 0);
+    loop {
+        let Some(sh) = shared.upgrade() else { return };
+        if sh.flusher.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let seq = sh.published_seq.load(Ordering::Acquire);
+        if seq != notified_seq && sh.notify.has_waiters() {
+            sh.notify.notify_all();
+            notified_seq = seq;
+        }
+        let (sealed, map, id, pos) = {
+            let mut w = sh.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut w.unsynced), Arc::clone(w.map.map()), w.id, w.map.pos())
+        };
+        // Sealed segments are synced in the background so that a power loss
+        // costs at most the active segment; a failure poisons like any fsync.
+        for f in &sealed {
+            if let Err(e) = f.sync_data() {
+                tracing::error!(error = %e, "background fsync of a sealed segment failed; writer poisoned");
+                let _ = sh.poison.set(Arc::new(e));
+                break;
+            }
+        }
+        if prefaulted.0 != id {
+            prefaulted = (id, pos);
+        }
+        if prefaulted.1 < pos + PREFAULT_WINDOW / 2 && prefaulted.1 < map.len() {
+            let end = (pos + PREFAULT_WINDOW).min(map.len());
+            map.prefault_write(prefaulted.1, end - prefaulted.1);
+            prefaulted.1 = end;
+        }
+        drop(map);
+        let busy = sh.notify.has_waiters() || seq != sh.published_seq.load(Ordering::Acquire);
+        if !busy {
+            sh.flusher.idle.store(true, Ordering::SeqCst);
+        }
+        // Re-check after announcing idleness: a receiver that started waiting
+        // in between has seen `idle` and will unpark us.
+        let idle = sh.flusher.idle.load(Ordering::SeqCst) && !sh.notify.has_waiters();
+        drop(sh);
+        if idle {
+            std::thread::park_timeout(Duration::from_millis(50));
+        } else {
+            std::thread::park_timeout(interval);
+        }
+        if let Some(sh) = shared.upgrade() {
+            sh.flusher.idle.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+impl<S: Storage> Sender<S> {
+    /// Appends `msg` to the channel. What a returned `send` promises depends
+    /// on the channel's [`Durability`]; in every mode the message is ordered
+    /// after every send that returned before this one started.
+    ///
+    /// A failed send changes nothing: its message is never delivered.
+    ///
+    /// # Errors
+    /// [`SendError::TooLarge`] (the channel stays usable),
+    /// [`SendError::Closed`], [`SendError::DiskFull`] (retry later),
+    /// [`SendError::Io`] / [`SendError::Poisoned`] after a write or fsync
+    /// failure (reopen the channel).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::builder().max_message_size(4).open(dir.path())?;
+    /// let tx = ch.tx();
+    /// tx.send(b"")?; // empty messages are fine
+    /// assert!(matches!(tx.send(b"too long"), Err(filechannel::SendError::TooLarge { size: 8, max: 4 })));
+    /// assert_eq!(ch.write_offset(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_frame(msg, 0)
+    }
+
+    #[inline]
+    pub(crate) fn send_frame(&self, msg: &[u8], flags: u8) -> Result<(), SendError> {
+        let sh = &*self.shared;
+        let seq = sh.append(msg, flags)?;
+        match sh.config.durability {
+            Durability::Buffered => {
+                if sh.flusher.idle.load(Ordering::Relaxed) {
+                    sh.arm_flusher();
+                }
+                Ok(())
+            }
+            Durability::Flush => {
+                sh.notify.notify_if_waiting();
+                Ok(())
+            }
+            Durability::Sync => {
+                sh.notify.notify_if_waiting();
+                sh.sync_to(seq + 1)
+            }
+        }
+    }
+
+    /// Makes every message sent so far visible to receivers, waking those
+    /// blocked in `recv`, and hands it to the OS (it survives a crash of this
+    /// process).
+    ///
+    /// # Errors
+    /// [`SendError::Poisoned`] after an earlier failure.
+    pub fn flush(&self) -> Result<(), SendError> {
+        if let Some(e) = self.shared.poison.get() {
+            return Err(SendError::Poisoned(Arc::clone(e)));
+        }
+        self.shared.notify.notify_if_waiting();
+        Ok(())
+    }
+
+    /// Flushes, then fsyncs every message sent so far (and the directory
+    /// entries of new segments): they survive power loss. Concurrent calls
+    /// share fsyncs.
+    ///
+    /// # Errors
+    /// [`SendError::Io`] if the fsync failed (the sender is then poisoned: a
+    /// failed fsync is never retried), [`SendError::Poisoned`] after an
+    /// earlier failure.
+    pub fn sync(&self) -> Result<(), SendError> {
+        self.flush()?;
+        let target = self.shared.published_seq.load(Ordering::Acquire);
+        self.shared.sync_to(target)
+    }
+
+    /// Whether [`FileChannel::close`] was called (or every handle dropped).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<S: Storage> Clone for Sender<S> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Sender {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: Storage> Drop for Sender<S> {
+    fn drop(&mut self) {
+        self.shared.release_handle();
+    }
+}
+
+impl<S: Storage> Drop for FileChannel<S> {
+    fn drop(&mut self) {
+        self.shared.release_handle();
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for FileChannel<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileChannel")
+            .field("dir", &self.shared.dir)
+            .field("write_offset", &self.write_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for Sender<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("dir", &self.shared.dir).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,159 @@
+//! Channel configuration: a by-value builder that validates.
+
+use crate::error::Error;
+use crate::storage::{Fs, Storage};
+use crate::{FileChannel, format};
+use std::path::Path;
+use std::time::Duration;
+
+/// What a returned [`send`](crate::Sender::send) promises.
+///
+/// Senders write into a shared memory map of the segment file, so in every
+/// mode a sent message is in the OS page cache, and survives a crash of the
+/// process, once `send` returns. The modes differ in how fast blocked
+/// receivers are woken and whether the data is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The default. `send` returns as soon as the message is in the segment;
+    /// a receiver blocked in `recv` is woken within `flush_interval` by a
+    /// background flusher (non-blocking receives see the message at once).
+    /// Survives a process crash; not a power loss unless followed by
+    /// [`Sender::sync`](crate::Sender::sync).
+    #[default]
+    Buffered,
+    /// Like `Buffered`, but every `send` also wakes blocked receivers before
+    /// it returns. Survives a process crash; not a power loss.
+    Flush,
+    /// Every `send` is fsynced (file, and directory after a new segment)
+    /// before it returns: survives power loss. Concurrent senders share
+    /// fsyncs (group commit).
+    Sync,
+}
+
+/// Builds a [`FileChannel`] with non-default settings.
+///
+/// ```
+/// use filechannel::{Durability, FileChannel};
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir()?;
+/// let ch = FileChannel::builder()
+///     .segment_size(1 << 20)
+///     .flush_interval(Duration::from_millis(1))
+///     .durability(Durability::Flush)
+///     .max_message_size(64 << 10)
+///     .open(dir.path())?;
+/// ch.tx().send(b"configured")?;
+/// assert_eq!(ch.rx().recv()?, b"configured");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct Builder {
+    pub(crate) segment_size: u64,
+    pub(crate) flush_interval: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) max_message_size: usize,
+}
+
+/// Smallest accepted `segment_size`.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+/// Largest accepted `max_message_size` (a frame length is a `u32`).
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = (u32::MAX as usize) - 4096;
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            segment_size: 64 << 20,
+            flush_interval: Duration::from_micros(100),
+            durability: Durability::Buffered,
+            max_message_size: 16 << 20,
+        }
+    }
+}
+
+impl Builder {
+    /// Starts from the defaults: `segment_size` 64 MiB, `flush_interval`
+    /// 100 µs, `durability` [`Durability::Buffered`], `max_message_size`
+    /// 16 MiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size at which the active segment is sealed and a new one started
+    /// (default 64 MiB, at least 4 KiB). Each segment's space is reserved on
+    /// disk when it is created. A message larger than this gets a segment of
+    /// its own.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// In [`Durability::Buffered`] mode, the longest a receiver blocked in
+    /// `recv` waits to be woken after a send (default 100 µs, more than zero).
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// What a returned `send` promises (default [`Durability::Buffered`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Largest accepted message in bytes (default 16 MiB); larger sends fail
+    /// with [`SendError::TooLarge`](crate::SendError::TooLarge).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Checks the settings.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.segment_size < MIN_SEGMENT_SIZE {
+            return Err(Error::Config(format!(
+                "segment_size {} is below the minimum of {MIN_SEGMENT_SIZE} bytes",
+                self.segment_size
+            )));
+        }
+        if self.segment_size > (1 << 40) {
+            return Err(Error::Config(format!("segment_size {} is above 1 TiB", self.segment_size)));
+        }
+        if self.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(Error::Config(format!(
+                "max_message_size {} is above the limit of {MAX_MESSAGE_SIZE_LIMIT} bytes",
+                self.max_message_size
+            )));
+        }
+        if self.flush_interval.is_zero() {
+            return Err(Error::Config("flush_interval must be more than zero".into()));
+        }
+        Ok(())
+    }
+
+    /// Bytes to reserve for a segment whose first message has `first_len`
+    /// bytes: room for the header, that frame and the closing seal frame.
+    pub(crate) fn segment_capacity(&self, first_len: u64) -> u64 {
+        let need = format::SEGMENT_HEADER_LEN + format::frame_len(first_len) + format::FRAME_HEADER_LEN;
+        need.max(self.segment_size).next_multiple_of(4096)
+    }
+
+    /// Opens (creating if missing) the channel in `dir` with these settings.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad setting, [`Error::Locked`] if another owner
+    /// holds the directory, and an error naming the file for anything on disk
+    /// that cannot be recovered.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<FileChannel, Error> {
+        self.open_with(Fs, dir)
+    }
+
+    /// Opens the channel on another storage backend (tests use an in-memory,
+    /// crash-simulating one).
+    #[doc(hidden)]
+    pub fn open_with<S: Storage>(self, storage: S, dir: impl AsRef<Path>) -> Result<FileChannel<S>, Error> {
+        self.validate()?;
+        FileChannel::open_inner(storage, dir.as_ref(), self)
+    }
+}

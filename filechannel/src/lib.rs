@@ -1,0 +1,20 @@
+#![doc = include_str!("../../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod catalog;
+mod channel;
+mod config;
+mod error;
+mod format;
+mod notify;
+mod receiver;
+mod recovery;
+mod segment;
+pub mod storage;
+mod writer;
+
+pub use crate::channel::{FileChannel, Sender};
+pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};
+pub use crate::error::{AckError, Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
+pub use crate::receiver::{AckReceiver, Iter, MsgRef, Receiver, TryIter};

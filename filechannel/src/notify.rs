@@ -1,0 +1,81 @@
+//! The wake-up path between senders and blocked receivers.
+//!
+//! Receivers that find nothing to read register as waiters and sleep on a
+//! condition variable; whoever publishes new messages wakes them. Counting
+//! waiters lets a sender skip all of this when nobody waits, which is the
+//! common case under load. An async receive would register a `Waker` next to
+//! the condition variable and be woken by the same `notify_all`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub(crate) struct Notifier {
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Notifier {
+    /// Whether any receiver is (about to be) asleep. `SeqCst` pairs with the
+    /// increment in [`wait_while`](Self::wait_while): a publisher that stored
+    /// its data before this load either sees the waiter or is seen by it.
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
+    /// Wakes every sleeping receiver.
+    pub(crate) fn notify_all(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.cv.notify_all();
+    }
+
+    /// Wakes sleeping receivers if there are any. Call after publishing.
+    #[inline]
+    pub(crate) fn notify_if_waiting(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.has_waiters() {
+            self.notify_all();
+        }
+    }
+
+    /// Sleeps while `blocked()` holds, until `deadline` (if any). `on_wait`
+    /// runs once after registering, before sleeping (to arm a flusher).
+    /// Returns `false` if the deadline passed while still blocked.
+    pub(crate) fn wait_while(
+        &self,
+        deadline: Option<Instant>,
+        mut blocked: impl FnMut() -> bool,
+        on_wait: impl FnOnce(),
+    ) -> bool {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        on_wait();
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let ready = loop {
+            if !blocked() {
+                break true;
+            }
+            match deadline {
+                None => {
+                    guard = self.cv.wait(guard).unwrap_or_else(PoisonError::into_inner);
+                }
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    guard = self
+                        .cv
+                        .wait_timeout(guard, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        ready
+    }
+}

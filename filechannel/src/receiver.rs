@@ -1,0 +1,548 @@
+//! Receivers: independent cursors over the segments.
+//!
+//! A receiver reads straight out of a memory map of the segment it is in:
+//! `recv_ref` checks the frame's CRC and hands back a slice of the map, with
+//! no copy, no allocation and no syscall. At a seal frame it maps the next
+//! segment and tells the catalog, which may then delete the one it left.
+
+use crate::catalog::Cursor;
+use crate::channel::Shared;
+use crate::error::{AckError, RecvError, RecvTimeoutError, TryRecvError};
+use crate::format::{SEGMENT_HEADER_LEN, segment_file_name};
+use crate::segment::read_frame;
+use crate::storage::{Fs, MapOf, SegmentMap, Storage};
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The receiving side of a channel: an independent cursor that sees every
+/// message in send order. `Send`, not `Sync`: one thread reads it at a time.
+///
+/// Dropping a receiver releases the segments it was holding back.
+pub struct Receiver<S: Storage = Fs> {
+    shared: Arc<Shared<S>>,
+    cursor: Arc<Cursor>,
+    seg_id: u64,
+    map: Arc<SegmentMap<MapOf<S>>>,
+    pos: usize,
+    /// Sequence number of the next message.
+    seq: u64,
+    /// Messages below this sequence number are skipped (consumed before this
+    /// receiver existed).
+    skip_below: u64,
+    /// For an acking receiver: consumption is moved by `ack`, not by reading.
+    acking: bool,
+    /// For an acking receiver: (segment, its first sequence number) for every
+    /// segment entered since the oldest un-acked message.
+    entered: VecDeque<(u64, u64)>,
+    /// Mapping the start segment failed at creation; retried on first use.
+    needs_enter: bool,
+}
+
+/// A received message, borrowed from the segment's memory map: no copy. It is
+/// valid until the next call on the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgRef<'a> {
+    bytes: &'a [u8],
+}
+
+impl Deref for MsgRef<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl AsRef<[u8]> for MsgRef<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+/// Where a ready message lies in the current map.
+#[derive(Clone, Copy)]
+struct Ready {
+    at: usize,
+    len: usize,
+}
+
+impl<S: Storage> Receiver<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>, acking: bool) -> Self {
+        let (cursor, entered, seg_id, head) = {
+            let mut cat = shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = cat.start_segment();
+            let head = cat.head.seq;
+            let cursor = Arc::new(Cursor {
+                floor: id.into(),
+                consumed: head.into(),
+            });
+            cat.cursors.push(Arc::clone(&cursor));
+            let entered = cat.enter(&shared.storage, &shared.dir, id);
+            (cursor, entered, id, head)
+        };
+        let (map, seq, needs_enter) = match entered {
+            Ok(Some(e)) => (e.map, e.meta.base_seq, false),
+            // Mapping failed (out of memory maps, say): the first receive
+            // tries again and reports the error.
+            _ => (Arc::clone(&shared.catalog.lock().unwrap_or_else(PoisonError::into_inner).active_map), head, true),
+        };
+        let mut entered_q = VecDeque::new();
+        if acking {
+            entered_q.push_back((seg_id, seq.min(head)));
+        }
+        Receiver {
+            shared,
+            cursor,
+            seg_id,
+            map,
+            pos: SEGMENT_HEADER_LEN as usize,
+            seq,
+            skip_below: head,
+            acking,
+            entered: entered_q,
+            needs_enter,
+        }
+    }
+
+    /// Sequence number of the next message this receiver will return (the
+    /// number of messages before it in the channel's history).
+    pub fn read_offset(&self) -> u64 {
+        self.seq.max(self.skip_below)
+    }
+
+    /// The next message if one is ready.
+    fn poll(&mut self) -> Result<Option<Ready>, RecvError> {
+        if self.needs_enter {
+            self.enter(self.seg_id)?;
+        }
+        loop {
+            let frame = match read_frame(&self.map, self.pos, self.seq) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(None),
+                Err(reason) => {
+                    return Err(RecvError::Corrupted {
+                        segment: self.shared.dir.join(segment_file_name(self.seg_id)),
+                        offset: self.pos as u64,
+                        reason,
+                    });
+                }
+            };
+            if frame.header.is_seal() {
+                self.enter(self.seg_id + 1)?;
+                continue;
+            }
+            let seq = self.seq;
+            self.pos = frame.next;
+            self.seq = seq + 1;
+            if seq < self.skip_below {
+                continue;
+            }
+            if !self.acking {
+                self.cursor.consumed.store(seq + 1, Ordering::Release);
+            }
+            return Ok(Some(Ready {
+                at: frame.payload_at,
+                len: frame.header.len as usize,
+            }));
+        }
+    }
+
+    /// Moves to segment `id` and lets the catalog collect the one left.
+    #[cold]
+    fn enter(&mut self, id: u64) -> Result<(), RecvError> {
+        let path = || self.shared.dir.join(segment_file_name(id));
+        let entered = {
+            let cat = self.shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            cat.enter(&self.shared.storage, &self.shared.dir, id)
+        };
+        let entered = match entered {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err(RecvError::Corrupted {
+                    segment: path(),
+                    offset: 0,
+                    reason: "the next segment does not exist (deleted or never written)",
+                });
+            }
+            Err(e) => {
+                return Err(RecvError::Io {
+                    path: path(),
+                    source: Arc::new(e),
+                });
+            }
+        };
+        let base = entered.meta.base_seq;
+        if !self.needs_enter && base < self.seq {
+            return Err(RecvError::Corrupted {
+                segment: path(),
+                offset: 0,
+                reason: "segment starts at a sequence number already delivered",
+            });
+        }
+        if !self.needs_enter && base > self.seq {
+            tracing::warn!(segment = id, lost = base - self.seq, "messages lost before this segment (recovered after power loss)");
+        }
+        self.map = entered.map;
+        self.seg_id = id;
+        self.pos = SEGMENT_HEADER_LEN as usize;
+        self.seq = base;
+        self.needs_enter = false;
+        if self.acking {
+            self.entered.push_back((id, base));
+        } else {
+            self.cursor.floor.store(id, Ordering::Release);
+            self.collect();
+        }
+        Ok(())
+    }
+
+    fn collect(&self) {
+        let sh = &self.shared;
+        let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        cat.collect(&sh.storage, &sh.dir, sh.is_sync());
+    }
+
+    #[inline]
+    fn view(&self, r: Ready) -> MsgRef<'_> {
+        // `poll` checked the range against what is published.
+        MsgRef {
+            bytes: self.map.read(r.at, r.len).unwrap_or_default(),
+        }
+    }
+
+    /// Waits for a message until `deadline`; `Ok(None)` on timeout.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<Ready>, RecvError> {
+        loop {
+            if let Some(r) = self.poll()? {
+                return Ok(Some(r));
+            }
+            if self.shared.closed.load(Ordering::Acquire) {
+                // Everything published before `closed` is visible now.
+                return match self.poll()? {
+                    Some(r) => Ok(Some(r)),
+                    None => Err(RecvError::Disconnected),
+                };
+            }
+            let sh = &*self.shared;
+            let seq = self.seq;
+            let ready = sh.notify.wait_while(
+                deadline,
+                || sh.published_seq.load(Ordering::Acquire) <= seq && !sh.closed.load(Ordering::Acquire),
+                || sh.arm_flusher(),
+            );
+            if !ready {
+                return self.poll();
+            }
+        }
+    }
+
+    /// Blocks until a message is ready and returns a view of it, without
+    /// copying or allocating. The view is valid until the next call.
+    ///
+    /// # Errors
+    /// [`RecvError::Disconnected`] once the channel is closed and drained;
+    /// [`RecvError::Corrupted`] for a damaged frame (nothing is skipped).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// ch.tx().send(b"zero-copy")?;
+    /// let msg = rx.recv_ref()?;
+    /// assert_eq!(&*msg, b"zero-copy");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn recv_ref(&mut self) -> Result<MsgRef<'_>, RecvError> {
+        let r = match self.poll()? {
+            Some(r) => r,
+            None => self.wait(None)?.ok_or(RecvError::Disconnected)?,
+        };
+        Ok(self.view(r))
+    }
+
+    /// Blocks until a message is ready and returns a copy of it.
+    ///
+    /// # Errors
+    /// As [`recv_ref`](Self::recv_ref).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// let tx = ch.tx();
+    /// tx.send(b"a")?;
+    /// tx.send(b"b")?;
+    /// drop(tx);
+    /// ch.close()?;
+    /// assert_eq!(rx.recv()?, b"a");
+    /// assert_eq!(rx.recv()?, b"b");
+    /// assert!(rx.recv().unwrap_err().is_disconnected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_ref().map(|m| m.to_vec())
+    }
+
+    /// Returns a view of the next message if one is ready, without blocking.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when nothing is ready;
+    /// [`TryRecvError::Disconnected`] once closed and drained.
+    pub fn try_recv_ref(&mut self) -> Result<MsgRef<'_>, TryRecvError> {
+        let r = match self.poll()? {
+            Some(r) => r,
+            None if self.shared.closed.load(Ordering::Acquire) => self.poll()?.ok_or(TryRecvError::Disconnected)?,
+            None => return Err(TryRecvError::Empty),
+        };
+        Ok(self.view(r))
+    }
+
+    /// Returns the next message if one is ready, without blocking.
+    ///
+    /// # Errors
+    /// As [`try_recv_ref`](Self::try_recv_ref).
+    ///
+    /// ```
+    /// use filechannel::TryRecvError;
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    /// ch.tx().send(b"now")?;
+    /// assert_eq!(rx.try_recv()?, b"now");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, TryRecvError> {
+        self.try_recv_ref().map(|m| m.to_vec())
+    }
+
+    /// Waits at most `timeout` for a message.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] if none came in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// assert!(rx.recv_timeout(Duration::from_millis(5)).unwrap_err().is_timeout());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self.recv().map_err(RecvTimeoutError::from),
+        }
+    }
+
+    /// Waits until `deadline` for a message.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] if none came in time.
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
+        let r = match self.poll()? {
+            Some(r) => r,
+            None => self.wait(Some(deadline))?.ok_or(RecvTimeoutError::Timeout)?,
+        };
+        Ok(self.view(r).to_vec())
+    }
+
+    /// A blocking iterator over messages; it ends when the channel is closed
+    /// and drained. A read error is yielded once, then the iterator ends.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// for m in [b"1", b"2", b"3"] { ch.tx().send(m)?; }
+    /// ch.close()?;
+    /// let all: Vec<Vec<u8>> = rx.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(all, [b"1", b"2", b"3"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&mut self) -> Iter<'_, S> {
+        Iter { rx: self, done: false }
+    }
+
+    /// An iterator over the messages ready now; it ends when none is ready.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// ch.tx().send(b"x")?;
+    /// assert_eq!(rx.try_iter().count(), 1);
+    /// assert_eq!(rx.try_iter().count(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_iter(&mut self) -> TryIter<'_, S> {
+        TryIter { rx: self, done: false }
+    }
+}
+
+impl<S: Storage> Drop for Receiver<S> {
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        cat.cursors.retain(|c| !Arc::ptr_eq(c, &self.cursor));
+        // Settle the head and segments with this receiver gone, so the next
+        // receiver (or a restart) starts where the remaining ones are.
+        cat.collect(&sh.storage, &sh.dir, sh.is_sync());
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for Receiver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("segment", &self.seg_id)
+            .field("read_offset", &self.read_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Blocking iterator returned by [`Receiver::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, S: Storage = Fs> {
+    rx: &'a mut Receiver<S>,
+    done: bool,
+}
+
+impl<S: Storage> Iterator for Iter<'_, S> {
+    type Item = Result<Vec<u8>, RecvError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(m) => Some(Ok(m)),
+            Err(RecvError::Disconnected) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Non-blocking iterator returned by [`Receiver::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a, S: Storage = Fs> {
+    rx: &'a mut Receiver<S>,
+    done: bool,
+}
+
+impl<S: Storage> Iterator for TryIter<'_, S> {
+    type Item = Result<Vec<u8>, RecvError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(m) => Some(Ok(m)),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                self.done = true;
+                None
+            }
+            Err(TryRecvError::Failed(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// A receiver whose messages stay on disk until acked: after a crash or
+/// restart, a new `AckReceiver` sees every message not acked before.
+///
+/// It has every receiving method of [`Receiver`] (through `Deref`), plus
+/// [`ack`](Self::ack).
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// {
+///     let ch = filechannel::FileChannel::open(dir.path())?;
+///     let tx = ch.tx();
+///     for m in [b"a", b"b", b"c"] { tx.send(m)?; }
+///     let mut rx = ch.rx_ack();
+///     assert_eq!(rx.recv()?, b"a");
+///     assert_eq!(rx.recv()?, b"b");
+///     rx.ack(1)?; // "a" is done; "b" was received but not acked
+/// }
+/// let ch = filechannel::FileChannel::open(dir.path())?;
+/// let mut rx = ch.rx_ack();
+/// assert_eq!(rx.recv()?, b"b");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct AckReceiver<S: Storage = Fs> {
+    rx: Receiver<S>,
+}
+
+impl<S: Storage> AckReceiver<S> {
+    pub(crate) fn new(rx: Receiver<S>) -> Self {
+        AckReceiver { rx }
+    }
+
+    /// Marks the `n` oldest received, un-acked messages as done: they may now
+    /// be deleted, and will not be delivered again after a restart.
+    ///
+    /// # Errors
+    /// [`AckError::TooMany`] if fewer than `n` received messages are un-acked
+    /// (nothing is acked then); [`AckError::Io`] if recording it failed.
+    pub fn ack(&mut self, n: u64) -> Result<(), AckError> {
+        let acked = self.acked_offset();
+        let unacked = self.rx.read_offset() - acked;
+        if n > unacked {
+            return Err(AckError::TooMany { requested: n, unacked });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let acked = acked + n;
+        let rx = &mut self.rx;
+        while rx.entered.len() > 1 && rx.entered[1].1 <= acked {
+            rx.entered.pop_front();
+        }
+        let floor = rx.entered.front().map_or(rx.seg_id, |e| e.0);
+        rx.cursor.floor.store(floor, Ordering::Release);
+        rx.cursor.consumed.store(acked, Ordering::Release);
+        let sh = &rx.shared;
+        let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        cat.collect(&sh.storage, &sh.dir, sh.is_sync());
+        Ok(())
+    }
+
+    /// Sequence number of the oldest received message not acked yet.
+    pub fn acked_offset(&self) -> u64 {
+        self.rx.cursor.consumed.load(Ordering::Acquire)
+    }
+}
+
+impl<S: Storage> Deref for AckReceiver<S> {
+    type Target = Receiver<S>;
+    fn deref(&self) -> &Receiver<S> {
+        &self.rx
+    }
+}
+
+impl<S: Storage> std::ops::DerefMut for AckReceiver<S> {
+    fn deref_mut(&mut self) -> &mut Receiver<S> {
+        &mut self.rx
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for AckReceiver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckReceiver")
+            .field("read_offset", &self.rx.read_offset())
+            .field("acked_offset", &self.acked_offset())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,64 @@
+//! Reading frames out of a mapped segment, shared by receivers and recovery.
+
+use crate::format::{FRAME_HEADER_LEN, FrameHeader};
+use crate::storage::{SegmentMap, StorageMap};
+
+/// What the channel keeps in memory about a retained segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegMeta {
+    /// Sequence number of the segment's first message.
+    pub base_seq: u64,
+    /// Channel byte position of its first frame.
+    pub base_pos: u64,
+}
+
+/// A frame found at some position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frame {
+    pub header: FrameHeader,
+    /// Where the payload starts in the file.
+    pub payload_at: usize,
+    /// Where the next frame starts.
+    pub next: usize,
+}
+
+/// Reads and checks the frame at `pos`, which should carry sequence number
+/// `seq`. `Ok(None)` when the bytes there are not published yet (or the map
+/// ends). `Err(reason)` when they are, but are not a valid frame.
+#[inline]
+pub(crate) fn read_frame<M: StorageMap>(map: &SegmentMap<M>, pos: usize, seq: u64) -> Result<Option<Frame>, &'static str> {
+    let Some(hdr) = map.read(pos, FRAME_HEADER_LEN as usize) else {
+        return Ok(None);
+    };
+    let mut raw = [0u8; FRAME_HEADER_LEN as usize];
+    raw.copy_from_slice(hdr);
+    let Some(header) = FrameHeader::from_bytes(&raw) else {
+        return Err(if raw == [0; FRAME_HEADER_LEN as usize] {
+            "no frame where one should be (zeroed bytes)"
+        } else {
+            "frame header does not parse"
+        });
+    };
+    let payload_at = pos + FRAME_HEADER_LEN as usize;
+    let len = header.len as usize;
+    let Some(payload) = map.read(payload_at, len) else {
+        // The writer publishes whole frames, so a frame running past what is
+        // published runs past the file: damaged.
+        return Err("frame length runs past the end of the segment");
+    };
+    if header.compute_crc(payload) != header.crc {
+        return Err("checksum mismatch");
+    }
+    if header.seq_lo != seq as u32 {
+        return Err("frame is out of sequence (a stale or misplaced frame)");
+    }
+    let next = pos + header.frame_len() as usize;
+    if next > map.published() && !header.is_seal() {
+        return Err("frame padding runs past the end of the segment");
+    }
+    Ok(Some(Frame {
+        header,
+        payload_at,
+        next,
+    }))
+}

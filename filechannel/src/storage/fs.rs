@@ -1,0 +1,210 @@
+//! The real backend: `std::fs`, `fallocate(2)` and `memmap2`.
+
+use super::{Storage, StorageFile, StorageMap};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fs;
+
+/// A file of [`Fs`].
+#[derive(Debug)]
+pub struct FsFile(File);
+
+/// The lock on a directory of [`Fs`]: an `flock(2)` on its `LOCK` file, held
+/// by an open file description that is close-on-exec. The kernel drops it when
+/// the owner dies, so a crash leaves no stale lock.
+#[derive(Debug)]
+pub struct FsLock {
+    _file: File,
+}
+
+/// A memory map of an [`FsFile`].
+#[derive(Debug)]
+pub struct FsMap(memmap2::MmapRaw);
+
+/// Name of the lock file in a channel directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+impl Storage for Fs {
+    type File = FsFile;
+    type Lock = FsLock;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<FsLock>> {
+        // std opens every file with O_CLOEXEC; `try_lock` is flock(LOCK_EX|LOCK_NB).
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FsLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            // Names that are not UTF-8 are not ours; leave them alone.
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<FsFile> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .map(FsFile)
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<FsFile> {
+        OpenOptions::new().read(true).write(writable).open(path).map(FsFile)
+    }
+
+    fn open_or_create(&self, path: &Path) -> io::Result<FsFile> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(FsFile)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn disk_usage(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.blocks() * 512)
+    }
+}
+
+impl StorageFile for FsFile {
+    type Map = FsMap;
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(&self.0, FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            // A file system without fallocate: fall back to writing zeros,
+            // which reserves the blocks just the same (and fails with ENOSPC
+            // here rather than later through the map).
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                let cur = self.len()?;
+                if cur < len {
+                    write_zeros(&self.0, cur, len - cur)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        if len == 0 {
+            return Ok(());
+        }
+        match fallocate(&self.0, FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE, offset, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => write_zeros(&self.0, offset, len),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn map(&self, len: u64, writable: bool) -> io::Result<FsMap> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        let map = if writable { opts.map_raw(&self.0)? } else { opts.map_raw_read_only(&self.0)? };
+        Ok(FsMap(map))
+    }
+}
+
+fn write_zeros(file: &File, mut offset: u64, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; 1 << 16];
+    let end = offset + len;
+    while offset < end {
+        let n = (end - offset).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], offset)?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+// SAFETY: `MmapRaw` keeps its region mapped, at one address, until dropped.
+// `map` maps only bytes that exist in the file (the caller passes at most the
+// file's length, and segment files are never truncated while mapped), so
+// reading the region cannot fault; the region is writable exactly when mapped
+// with `writable`.
+unsafe impl StorageMap for FsMap {
+    fn as_ptr(&self) -> *mut u8 {
+        self.0.as_mut_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn prefault_write(&self, offset: usize, len: usize) {
+        let page = 4096;
+        let start = offset / page * page;
+        let end = (offset + len).min(self.0.len());
+        if start >= end {
+            return;
+        }
+        // SAFETY: the range lies inside our own mapping, and
+        // MADV_POPULATE_WRITE only faults pages in as if written, without
+        // changing their contents. Kernels before 5.14 answer EINVAL: the hint
+        // is then simply not taken.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.0.as_mut_ptr().add(start).cast(),
+                end - start,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        };
+    }
+}

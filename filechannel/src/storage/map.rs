@@ -1,0 +1,141 @@
+//! A segment's memory map, shared by the one writer and any number of readers.
+//!
+//! Soundness rests on one rule, enforced here rather than by the callers:
+//! bytes below `published` never change again, and only the single
+//! [`MapWriter`] writes, always at or above `published`. Readers get slices of
+//! published bytes only, so a slice never overlaps a write.
+
+use super::StorageMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A mapped segment.
+#[derive(Debug)]
+pub(crate) struct SegmentMap<M> {
+    map: M,
+    published: AtomicUsize,
+}
+
+/// The unique writing end of a [`SegmentMap`]. Not `Clone`: there is one per
+/// map, so appends never race.
+#[derive(Debug)]
+pub(crate) struct MapWriter<M> {
+    map: Arc<SegmentMap<M>>,
+    pos: usize,
+}
+
+impl<M: StorageMap> SegmentMap<M> {
+    /// A map whose bytes are all final (a sealed segment, mapped read-only).
+    pub(crate) fn sealed(map: M) -> Arc<Self> {
+        let len = map.len();
+        Arc::new(SegmentMap {
+            map,
+            published: AtomicUsize::new(len),
+        })
+    }
+
+    /// A writable map whose first `published` bytes are final; returns the
+    /// shared map and its only writer, positioned at `published`.
+    pub(crate) fn writable(map: M, published: usize) -> (Arc<Self>, MapWriter<M>) {
+        let published = published.min(map.len());
+        let shared = Arc::new(SegmentMap {
+            map,
+            published: AtomicUsize::new(published),
+        });
+        let writer = MapWriter {
+            map: Arc::clone(&shared),
+            pos: published,
+        };
+        (shared, writer)
+    }
+
+    /// How many bytes from the start are final and readable.
+    #[inline]
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// The published bytes `[offset, offset + len)`, or `None` if any of them
+    /// is not published yet.
+    #[inline]
+    pub(crate) fn read(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.published() {
+            return None;
+        }
+        // SAFETY: `end <= published <= map.len()`, so the range is inside the
+        // mapping, which lives as long as `self`; published bytes are never
+        // written again (see the module docs), so no `&mut` or write aliases
+        // the slice while it lives.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
+    }
+
+    /// Total mapped length.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Hints that `[offset, offset + len)` will be written soon.
+    pub(crate) fn prefault_write(&self, offset: usize, len: usize) {
+        self.map.prefault_write(offset, len);
+    }
+
+    /// Whether `ptr` points into this mapping (for zero-copy checks in tests).
+    #[allow(dead_code)]
+    pub(crate) fn contains(&self, ptr: *const u8) -> bool {
+        let start = self.map.as_ptr() as usize;
+        (start..start + self.map.len()).contains(&(ptr as usize))
+    }
+}
+
+impl<M: StorageMap> MapWriter<M> {
+    /// The position of the next append.
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Bytes left in the map after the write position.
+    #[inline]
+    pub(crate) fn remaining(&self) -> usize {
+        self.map.len() - self.pos
+    }
+
+    /// The shared map this writer appends to.
+    pub(crate) fn map(&self) -> &Arc<SegmentMap<M>> {
+        &self.map
+    }
+
+    /// Copies `parts` one after another to the write position, then moves the
+    /// position to `advance_to` bytes past where it started (which leaves
+    /// padding untouched: it is zero already). Returns `false`, writing
+    /// nothing, when the map is too short.
+    #[inline]
+    pub(crate) fn append(&mut self, parts: &[&[u8]], advance: usize) -> bool {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > advance || advance > self.remaining() {
+            return false;
+        }
+        let mut at = self.pos;
+        for part in parts {
+            // SAFETY: `at + part.len() <= pos + advance <= map.len()`, so the
+            // destination is inside the mapping, which is writable (only
+            // `writable` creates a `MapWriter`). It lies at or above `pos`,
+            // which is at or above `published`, so no reader holds a slice of
+            // it, and this is the map's only writer; `part` is our caller's
+            // memory, which cannot overlap the map's unpublished bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.map.as_ptr().add(at), part.len());
+            }
+            at += part.len();
+        }
+        self.pos += advance;
+        true
+    }
+
+    /// Makes every appended byte final and visible to readers.
+    #[inline]
+    pub(crate) fn publish(&self) {
+        self.map.published.store(self.pos, Ordering::Release);
+    }
+}

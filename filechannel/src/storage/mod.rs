@@ -1,0 +1,96 @@
+//! The file layer. Every file operation of the channel goes through the
+//! [`Storage`] trait, so that a test backend can record operations and build
+//! crash images; the real backend, [`Fs`], is plain `std::fs` plus `memmap2`.
+//! The channel is generic over the backend (static dispatch), so the seam costs
+//! nothing at run time.
+//!
+//! All `unsafe` code of the crate lives below this module: the memory maps.
+
+mod fs;
+mod map;
+
+pub use fs::{Fs, FsFile, FsLock, FsMap};
+pub(crate) use fs::LOCK_FILE;
+pub(crate) use map::{MapWriter, SegmentMap};
+
+/// The map type of a storage backend's files.
+pub(crate) type MapOf<S> = <<S as Storage>::File as StorageFile>::Map;
+/// The writer of such a map.
+pub(crate) type MapWriterOf<S> = MapWriter<MapOf<S>>;
+
+use std::io;
+use std::path::Path;
+
+/// A file system the channel can live in.
+///
+/// Paths are always inside the channel directory. Implementations must be
+/// cheap to share between threads.
+pub trait Storage: Send + Sync + 'static {
+    /// An open file.
+    type File: StorageFile;
+    /// The exclusive lock on a directory; dropping it releases the lock.
+    type Lock: Send + Sync + 'static;
+
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock on `dir` without waiting; `Ok(None)` when
+    /// another owner holds it.
+    fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<Self::Lock>>;
+    /// The names of the entries in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new file for reading and writing; fails if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens an existing file, for reading and, with `writable`, writing.
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Self::File>;
+    /// Creates the file if missing and opens it for reading and writing.
+    fn open_or_create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Bytes the file really occupies on disk.
+    fn disk_usage(&self, path: &Path) -> io::Result<u64>;
+}
+
+/// An open file of a [`Storage`].
+pub trait StorageFile: Send + Sync + 'static {
+    /// A memory map of this file.
+    type Map: StorageMap;
+
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+    /// Reserves disk blocks for the first `len` bytes and makes the file at
+    /// least that long, so that later writes through a map cannot meet a full
+    /// disk (which would be a SIGBUS, not an error).
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Sets `len` bytes from `offset` to zero, keeping them allocated.
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes the file's data (written by any path, maps included) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Maps the first `len` bytes, which must exist; writable maps are shared
+    /// with the file.
+    fn map(&self, len: u64, writable: bool) -> io::Result<Self::Map>;
+}
+
+/// A memory map: a fixed region of bytes that stays valid while the value
+/// lives (also after the file is unlinked).
+///
+/// # Safety
+/// `as_ptr()` must point to `len()` bytes that stay valid, and at the same
+/// address, until the value is dropped; the region must be readable, and
+/// writable when the map was created writable.
+pub unsafe trait StorageMap: Send + Sync + 'static {
+    /// Start of the region; page-aligned.
+    fn as_ptr(&self) -> *mut u8;
+    /// Length of the region in bytes.
+    fn len(&self) -> usize;
+    /// A hint that `[offset, offset + len)` will be written soon; the backend
+    /// may fault the pages in ahead of time. Never changes the bytes.
+    fn prefault_write(&self, _offset: usize, _len: usize) {}
+}

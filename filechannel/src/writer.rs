@@ -1,0 +1,232 @@
+//! The append path: one writer per channel, behind a mutex, copying frames
+//! straight into the memory map of the active segment (one copy per message,
+//! no syscall), sealing and rotating segments, and group-committing fsyncs.
+
+use crate::channel::Shared;
+use crate::error::{Error, SendError};
+use crate::format::{self, FLAG_SEAL, FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN};
+use crate::recovery::{Active, create_segment};
+use crate::segment::SegMeta;
+use crate::storage::{MapWriterOf, Storage, StorageFile};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+/// The writer's state, guarded by `Shared::writer`.
+pub(crate) struct Writer<S: Storage> {
+    pub id: u64,
+    pub file: Arc<S::File>,
+    pub map: MapWriterOf<S>,
+    pub next_seq: u64,
+    /// Channel byte position of the active segment's first frame.
+    pub base_pos: u64,
+    /// Sealed segments not fsynced yet (non-`Sync` modes); the flusher or the
+    /// next `sync()` syncs them.
+    pub unsynced: Vec<Arc<S::File>>,
+    /// A segment was created since the directory was last synced.
+    pub dir_dirty: bool,
+    /// Set by `close`; checked under the lock so no send slips in after it.
+    pub closed: bool,
+}
+
+impl<S: Storage> Writer<S> {
+    pub(crate) fn new(active: Active<S>, base_pos: u64) -> Self {
+        Writer {
+            id: active.id,
+            file: active.file,
+            map: active.writer,
+            next_seq: active.next_seq,
+            base_pos,
+            unsynced: Vec::new(),
+            dir_dirty: false,
+            closed: false,
+        }
+    }
+
+    /// Whether a frame of `frame_len` bytes fits, leaving room for the seal.
+    #[inline]
+    fn fits(&self, frame_len: u64) -> bool {
+        (self.map.remaining() as u64) >= frame_len + FRAME_HEADER_LEN
+    }
+
+    /// Channel byte position of the write position.
+    pub(crate) fn channel_pos(&self) -> u64 {
+        self.base_pos + self.map.pos() as u64 - SEGMENT_HEADER_LEN
+    }
+}
+
+impl<S: Storage> Shared<S> {
+    /// Appends one message. Returns its sequence number.
+    #[inline]
+    pub(crate) fn append(&self, msg: &[u8], flags: u8) -> Result<u64, SendError> {
+        let max = self.config.max_message_size;
+        if msg.len() > max {
+            return Err(SendError::TooLarge { size: msg.len(), max });
+        }
+        // The CRC of the payload needs no lock.
+        let crc = format::payload_crc(msg);
+        let frame_len = format::frame_len(msg.len() as u64);
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.closed {
+            return Err(SendError::Closed);
+        }
+        if let Some(e) = self.poison.get() {
+            return Err(SendError::Poisoned(Arc::clone(e)));
+        }
+        if !w.fits(frame_len) {
+            self.rotate(&mut w, msg.len() as u64)?;
+        }
+        let seq = w.next_seq;
+        let header = FrameHeader::with_payload_crc(crc, msg.len(), flags, seq).to_bytes();
+        if !w.map.append(&[&header, msg], frame_len as usize) {
+            // `fits` (or the fresh segment's capacity) guarantees room.
+            return Err(self.poison_with(&w, std::io::Error::other("segment map too short for a frame that was checked to fit")));
+        }
+        w.map.publish();
+        w.next_seq = seq + 1;
+        self.published_seq.store(seq + 1, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// Seals the active segment and starts the next one, sized for a first
+    /// frame of `first_len` payload bytes.
+    #[cold]
+    fn rotate(&self, w: &mut Writer<S>, first_len: u64) -> Result<(), SendError> {
+        let sync = self.config.durability == crate::Durability::Sync;
+        let new_id = w.id + 1;
+        let seal_pos = w.channel_pos() + FRAME_HEADER_LEN;
+        let active = match create_segment(&self.storage, &self.dir, &self.config, new_id, w.next_seq, seal_pos, first_len) {
+            Ok(a) => a,
+            Err(Error::Io { path, source }) if is_disk_full(&source) => {
+                // Nothing was written: the sender stays usable and the next
+                // send tries again (once receivers let segments go).
+                return Err(SendError::DiskFull { path });
+            }
+            Err(Error::Io { path, source }) => {
+                let source = Arc::new(source);
+                let _ = self.poison.set(Arc::clone(&source));
+                return Err(SendError::Io { path, source });
+            }
+            Err(other) => return Err(self.poison_with(w, std::io::Error::other(other.to_string()))),
+        };
+        if sync {
+            // The new header must be durable before the directory entry that
+            // makes it part of the channel.
+            if let Err(e) = active.file.sync_data() {
+                return Err(self.poison_with(w, e));
+            }
+        }
+        let old_file = std::mem::replace(&mut w.file, Arc::clone(&active.file));
+        let new_map = Arc::clone(&active.map);
+        let mut old_writer = std::mem::replace(&mut w.map, active.writer);
+        let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq).to_bytes();
+        {
+            // Readers map segments under the catalog lock, so they see the new
+            // segment registered and the old one sealed together.
+            let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            cat.segments.insert(
+                new_id,
+                SegMeta {
+                    base_seq: w.next_seq,
+                    base_pos: seal_pos,
+                },
+            );
+            cat.active_id = new_id;
+            cat.active_map = new_map;
+            // `fits` kept room for the seal.
+            let _ = old_writer.append(&[&seal], FRAME_HEADER_LEN as usize);
+            old_writer.publish();
+        }
+        w.id = new_id;
+        w.base_pos = seal_pos;
+        if sync {
+            let synced = old_file.sync_data().and_then(|()| self.storage.sync_dir(&self.dir));
+            if let Err(e) = synced {
+                return Err(self.poison_with(w, e));
+            }
+        } else {
+            w.unsynced.push(old_file);
+            w.dir_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Poisons the sender side with `e` and returns the error for the caller.
+    pub(crate) fn poison_with(&self, w: &Writer<S>, e: std::io::Error) -> SendError {
+        let source = Arc::new(e);
+        let _ = self.poison.set(Arc::clone(&source));
+        tracing::error!(segment = w.id, error = %source, "channel writer poisoned");
+        SendError::Io {
+            path: self.dir.join(format::segment_file_name(w.id)),
+            source,
+        }
+    }
+
+    /// Makes every message up to `target` (a sequence number, exclusive)
+    /// durable. Concurrent callers share one fsync: the first becomes the
+    /// leader and syncs everything written so far; the others wait for it.
+    pub(crate) fn sync_to(&self, target: u64) -> Result<(), SendError> {
+        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(e) = self.poison.get() {
+                return Err(SendError::Poisoned(Arc::clone(e)));
+            }
+            if st.synced >= target {
+                return Ok(());
+            }
+            if !st.in_progress {
+                break;
+            }
+            st = self.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.in_progress = true;
+        drop(st);
+
+        let (file, sealed, dir_dirty, upto, id) = {
+            let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let dir_dirty = std::mem::take(&mut w.dir_dirty);
+            (Arc::clone(&w.file), std::mem::take(&mut w.unsynced), dir_dirty, w.next_seq, w.id)
+        };
+        let result = sealed
+            .iter()
+            .try_for_each(|f| f.sync_data())
+            .and_then(|()| file.sync_data())
+            .and_then(|()| if dir_dirty { self.storage.sync_dir(&self.dir) } else { Ok(()) });
+
+        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.in_progress = false;
+        let outcome = match result {
+            Ok(()) => {
+                st.synced = st.synced.max(upto);
+                self.synced_seq.store(st.synced, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                // Never retried: after a failed fsync the kernel may have
+                // dropped the dirty pages, so a later success would lie.
+                let source = Arc::new(e);
+                let _ = self.poison.set(Arc::clone(&source));
+                tracing::error!(segment = id, error = %source, "fsync failed; channel writer poisoned");
+                Err(SendError::Io {
+                    path: self.dir.join(format::segment_file_name(id)),
+                    source,
+                })
+            }
+        };
+        self.sync_cv.notify_all();
+        outcome
+    }
+}
+
+/// Whether an I/O error means the disk (or quota) is full.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// State of the group commit.
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    /// Every message below this sequence number is durable.
+    pub synced: u64,
+    /// A leader is syncing now.
+    pub in_progress: bool,
+}
