@@ -41,7 +41,9 @@ impl<S: Storage> HeadFile<S> {
     /// Opens (or creates) the head file and reads the newest valid slot.
     pub(crate) fn open(storage: &S, dir: &Path, sync: bool) -> Result<Self, Error> {
         let path = dir.join(HEAD_FILE);
-        let file = storage.open_or_create(&path).map_err(|e| Error::io(&path, e))?;
+        let file = storage
+            .open_or_create(&path)
+            .map_err(|e| Error::io(&path, e))?;
         let len = file.len().map_err(|e| Error::io(&path, e))?;
         let mut best: Option<HeadSlot> = None;
         for slot in 0..2u64 {
@@ -49,7 +51,8 @@ impl<S: Storage> HeadFile<S> {
                 continue;
             }
             let mut raw = [0u8; HEAD_SLOT_LEN as usize];
-            file.read_exact_at(&mut raw, slot * HEAD_SLOT_LEN).map_err(|e| Error::io(&path, e))?;
+            file.read_exact_at(&mut raw, slot * HEAD_SLOT_LEN)
+                .map_err(|e| Error::io(&path, e))?;
             match HeadSlot::from_bytes(&raw) {
                 Some(s) if best.is_none_or(|b| s.generation > b.generation) => best = Some(s),
                 Some(_) => {}
@@ -73,8 +76,12 @@ impl<S: Storage> HeadFile<S> {
     /// Records a new head in the slot not holding the current one.
     pub(crate) fn store(&mut self, seq: u64, sync: bool) -> std::io::Result<()> {
         let generation = self.generation + 1;
-        let slot = HeadSlot { generation, head_seq: seq };
-        self.file.write_all_at(&slot.to_bytes(), (generation % 2) * HEAD_SLOT_LEN)?;
+        let slot = HeadSlot {
+            generation,
+            head_seq: seq,
+        };
+        self.file
+            .write_all_at(&slot.to_bytes(), (generation % 2) * HEAD_SLOT_LEN)?;
         if sync {
             self.file.sync_data()?;
         }
@@ -107,7 +114,12 @@ impl<S: Storage> Catalog<S> {
     /// Maps segment `id` for reading: the writer's own map if it is the
     /// active one, else a read-only map of the sealed file. `None` if the
     /// segment does not exist.
-    pub(crate) fn enter(&self, storage: &S, dir: &Path, id: u64) -> std::io::Result<Option<Entered<S>>> {
+    pub(crate) fn enter(
+        &self,
+        storage: &S,
+        dir: &Path,
+        id: u64,
+    ) -> std::io::Result<Option<Entered<S>>> {
         let Some(&meta) = self.segments.get(&id) else {
             return Ok(None);
         };
@@ -138,7 +150,12 @@ impl<S: Storage> Catalog<S> {
     /// and moves the head up. Runs under the catalog lock, so deletions never
     /// interleave: a crash leaves an unbroken chain of segments.
     pub(crate) fn collect(&mut self, storage: &S, dir: &Path, sync: bool) {
-        let Some(min_floor) = self.cursors.iter().map(|c| c.floor.load(Ordering::Acquire)).min() else {
+        let Some(min_floor) = self
+            .cursors
+            .iter()
+            .map(|c| c.floor.load(Ordering::Acquire))
+            .min()
+        else {
             return;
         };
         let min_consumed = self

@@ -3,12 +3,12 @@
 use crate::catalog::{Catalog, HEAD_FILE, HeadFile};
 use crate::config::{Builder, Durability};
 use crate::error::{Error, SendError};
+use crate::format;
 use crate::notify::Notifier;
 use crate::receiver::{AckReceiver, Receiver};
 use crate::recovery::recover;
 use crate::storage::{Fs, Storage, StorageFile};
 use crate::writer::{SyncState, Writer};
-use crate::format;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -110,14 +110,20 @@ impl<S: Storage> FileChannel<S> {
         let lock = storage
             .try_lock_dir(dir)
             .map_err(|e| Error::io(dir, e))?
-            .ok_or_else(|| Error::Locked { dir: dir.to_path_buf() })?;
+            .ok_or_else(|| Error::Locked {
+                dir: dir.to_path_buf(),
+            })?;
         let sync = config.durability == Durability::Sync;
         let recovered = recover(&storage, dir, &config)?;
         let mut head = HeadFile::open(&storage, dir, sync)?;
         let active = recovered.active;
         let next_seq = active.next_seq;
         if head.seq > next_seq {
-            tracing::warn!(head = head.seq, next_seq, "head file is ahead of the last message; clamping it");
+            tracing::warn!(
+                head = head.seq,
+                next_seq,
+                "head file is ahead of the last message; clamping it"
+            );
             head.seq = next_seq;
         }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
@@ -198,7 +204,10 @@ impl<S: Storage> FileChannel<S> {
     /// An I/O error listing the directory or reading a file's metadata.
     pub fn disk_usage(&self) -> Result<u64, Error> {
         let sh = &self.shared;
-        let names = sh.storage.list(&sh.dir).map_err(|e| Error::io(&sh.dir, e))?;
+        let names = sh
+            .storage
+            .list(&sh.dir)
+            .map_err(|e| Error::io(&sh.dir, e))?;
         let mut total = 0;
         for name in names {
             let ours = format::parse_segment_file_name(&name).is_some()
@@ -247,7 +256,12 @@ impl<S: Storage> Shared<S> {
             self.closed.store(true, Ordering::Release);
         }
         self.flusher.stop.store(true, Ordering::Release);
-        let thread = self.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = self
+            .flusher
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(t) = thread {
             t.thread().unpark();
             if t.join().is_err() {
@@ -255,17 +269,27 @@ impl<S: Storage> Shared<S> {
             }
         }
         let target = self.published_seq.load(Ordering::Acquire);
-        let synced = if self.poison.get().is_none() { self.sync_to(target) } else { Ok(()) };
+        let synced = if self.poison.get().is_none() {
+            self.sync_to(target)
+        } else {
+            Ok(())
+        };
         {
             let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.collect(&self.storage, &self.dir, true);
         }
         self.notify.notify_all();
-        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         match (synced, self.poison.get()) {
             (Err(SendError::Io { path, source }), _) => Err(Error::Io {
                 path,
-                source: Arc::try_unwrap(source).unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
+                source: Arc::try_unwrap(source)
+                    .unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
             }),
             (_, Some(e)) => Err(Error::Poisoned(Arc::clone(e))),
             _ => Ok(()),
@@ -280,7 +304,12 @@ impl<S: Storage> Shared<S> {
     /// awake to wake it.
     pub(crate) fn arm_flusher(&self) {
         if self.flusher.idle.swap(false, Ordering::SeqCst)
-            && let Some(t) = self.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && let Some(t) = self
+                .flusher
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
         {
             t.thread().unpark();
         }
@@ -302,7 +331,11 @@ fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
         .name("filechannel-flusher".into())
         .spawn(move || flusher_loop(weak, interval))
         .map_err(|e| Error::io(&shared.dir, e))?;
-    *shared.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    *shared
+        .flusher
+        .thread
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(handle);
     Ok(())
 }
 
@@ -321,7 +354,12 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         }
         let (sealed, map, id, pos) = {
             let mut w = sh.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            (std::mem::take(&mut w.unsynced), Arc::clone(w.map.map()), w.id, w.map.pos())
+            (
+                std::mem::take(&mut w.unsynced),
+                Arc::clone(w.map.map()),
+                w.id,
+                w.map.pos(),
+            )
         };
         // Sealed segments are synced in the background so that a power loss
         // costs at most the active segment; a failure poisons like any fsync.
@@ -475,6 +513,8 @@ impl<S: Storage> std::fmt::Debug for FileChannel<S> {
 
 impl<S: Storage> std::fmt::Debug for Sender<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender").field("dir", &self.shared.dir).finish_non_exhaustive()
+        f.debug_struct("Sender")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
     }
 }

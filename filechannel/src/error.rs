@@ -11,7 +11,9 @@ use std::sync::Arc;
 #[non_exhaustive]
 pub enum Error {
     /// Another owner (this process or another) holds the directory.
-    #[error("channel directory {dir} is locked by another owner (one process and one open channel at a time)")]
+    #[error(
+        "channel directory {dir} is locked by another owner (one process and one open channel at a time)"
+    )]
     Locked {
         /// The channel directory.
         dir: PathBuf,
@@ -34,7 +36,9 @@ pub enum Error {
         reason: String,
     },
     /// The segment format version is not one this build understands.
-    #[error("{path}: segment format version {version} is not supported by this build (it reads version {supported})")]
+    #[error(
+        "{path}: segment format version {version} is not supported by this build (it reads version {supported})"
+    )]
     UnsupportedVersion {
         /// The segment file.
         path: PathBuf,
@@ -44,7 +48,9 @@ pub enum Error {
         supported: u32,
     },
     /// A segment between the oldest and the newest is missing.
-    #[error("segment {missing} is missing from {dir} (segments {before} and {after} exist); restore it, nothing was changed")]
+    #[error(
+        "segment {missing} is missing from {dir} (segments {before} and {after} exist); restore it, nothing was changed"
+    )]
     MissingSegment {
         /// The channel directory.
         dir: PathBuf,
@@ -59,7 +65,9 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The sender side failed earlier and was poisoned.
-    #[error("the channel's writer failed earlier and is poisoned: {0}; reopen the channel to recover")]
+    #[error(
+        "the channel's writer failed earlier and is poisoned: {0}; reopen the channel to recover"
+    )]
     Poisoned(Arc<io::Error>),
 }
 
@@ -96,7 +104,9 @@ pub enum SendError {
     /// There is no space left for a new segment. Nothing was written and the
     /// sender is still usable: the next send tries again, and succeeds once
     /// receivers have consumed enough for segments to be deleted.
-    #[error("disk full: cannot allocate segment {path}; free space or let receivers drain and retry")]
+    #[error(
+        "disk full: cannot allocate segment {path}; free space or let receivers drain and retry"
+    )]
     DiskFull {
         /// The segment that could not be allocated.
         path: PathBuf,

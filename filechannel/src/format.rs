@@ -131,7 +131,12 @@ impl FrameHeader {
     /// Builds the header from a [`payload_crc`] computed earlier (senders do
     /// that before taking the writer lock).
     #[inline]
-    pub(crate) fn with_payload_crc(payload_crc: crc32fast::Hasher, len: usize, flags: u8, seq: u64) -> Self {
+    pub(crate) fn with_payload_crc(
+        payload_crc: crc32fast::Hasher,
+        len: usize,
+        flags: u8,
+        seq: u64,
+    ) -> Self {
         let mut h = FrameHeader {
             // The caller has checked the size against `max_message_size`,
             // which the builder bounds below `u32::MAX`.
@@ -232,7 +237,8 @@ impl HeadSlot {
     }
 
     pub(crate) fn from_bytes(b: &[u8; HEAD_SLOT_LEN as usize]) -> Option<Self> {
-        if b[0..4] != HEAD_MAGIC || u32_at(b, 4) != 1 || crc32fast::hash(&b[0..28]) != u32_at(b, 28) {
+        if b[0..4] != HEAD_MAGIC || u32_at(b, 4) != 1 || crc32fast::hash(&b[0..28]) != u32_at(b, 28)
+        {
             return None;
         }
         Some(HeadSlot {
@@ -294,7 +300,10 @@ mod tests {
         let crc = crc32fast::hash(&expected[0..60]);
         expected[60..64].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(b, expected);
-        assert_eq!(crc, 0x457c_07ec, "segment header CRC changed: the format changed");
+        assert_eq!(
+            crc, 0x457c_07ec,
+            "segment header CRC changed: the format changed"
+        );
         assert_eq!(SegmentHeader::from_bytes(&b), Ok(h));
     }
 
@@ -319,20 +328,34 @@ mod tests {
 
     #[test]
     fn header_refuses_unknown_version_and_bad_crc() {
-        let mut b = SegmentHeader { id: 1, base_seq: 0, base_pos: 0 }.to_bytes();
+        let mut b = SegmentHeader {
+            id: 1,
+            base_seq: 0,
+            base_pos: 0,
+        }
+        .to_bytes();
         b[8] = 2;
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::UnknownVersion(2)));
+        assert_eq!(
+            SegmentHeader::from_bytes(&b),
+            Err(HeaderProblem::UnknownVersion(2))
+        );
         b[20] ^= 1;
-        assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::BadChecksum));
+        assert_eq!(
+            SegmentHeader::from_bytes(&b),
+            Err(HeaderProblem::BadChecksum)
+        );
         b[0] = b'X';
         assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::BadMagic));
     }
 
     #[test]
     fn head_slot_round_trips_and_rejects_torn_slot() {
-        let s = HeadSlot { generation: 9, head_seq: 1234 };
+        let s = HeadSlot {
+            generation: 9,
+            head_seq: 1234,
+        };
         let mut b = s.to_bytes();
         assert_eq!(HeadSlot::from_bytes(&b), Some(s));
         b[17] ^= 0x40;
@@ -342,9 +365,15 @@ mod tests {
     #[test]
     fn segment_names_sort_and_parse() {
         assert_eq!(segment_file_name(42), "segment.00000000000000000042");
-        assert_eq!(parse_segment_file_name("segment.00000000000000000042"), Some(42));
+        assert_eq!(
+            parse_segment_file_name("segment.00000000000000000042"),
+            Some(42)
+        );
         assert_eq!(parse_segment_file_name("segment.42"), None);
-        assert_eq!(parse_segment_file_name("segment.0000000000000000004x"), None);
+        assert_eq!(
+            parse_segment_file_name("segment.0000000000000000004x"),
+            None
+        );
         assert_eq!(parse_segment_file_name("notes.txt"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
     }

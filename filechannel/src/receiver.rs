@@ -72,7 +72,10 @@ struct Ready {
 impl<S: Storage> Receiver<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, acking: bool) -> Self {
         let (cursor, entered, seg_id, head) = {
-            let mut cat = shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut cat = shared
+                .catalog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let id = cat.start_segment();
             let head = cat.head.seq;
             let cursor = Arc::new(Cursor {
@@ -87,7 +90,17 @@ impl<S: Storage> Receiver<S> {
             Ok(Some(e)) => (e.map, e.meta.base_seq, false),
             // Mapping failed (out of memory maps, say): the first receive
             // tries again and reports the error.
-            _ => (Arc::clone(&shared.catalog.lock().unwrap_or_else(PoisonError::into_inner).active_map), head, true),
+            _ => (
+                Arc::clone(
+                    &shared
+                        .catalog
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .active_map,
+                ),
+                head,
+                true,
+            ),
         };
         let mut entered_q = VecDeque::new();
         if acking {
@@ -155,7 +168,11 @@ impl<S: Storage> Receiver<S> {
     fn enter(&mut self, id: u64) -> Result<(), RecvError> {
         let path = || self.shared.dir.join(segment_file_name(id));
         let entered = {
-            let cat = self.shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            let cat = self
+                .shared
+                .catalog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             cat.enter(&self.shared.storage, &self.shared.dir, id)
         };
         let entered = match entered {
@@ -183,7 +200,11 @@ impl<S: Storage> Receiver<S> {
             });
         }
         if !self.needs_enter && base > self.seq {
-            tracing::warn!(segment = id, lost = base - self.seq, "messages lost before this segment (recovered after power loss)");
+            tracing::warn!(
+                segment = id,
+                lost = base - self.seq,
+                "messages lost before this segment (recovered after power loss)"
+            );
         }
         self.map = entered.map;
         self.seg_id = id;
@@ -230,7 +251,10 @@ impl<S: Storage> Receiver<S> {
             let seq = self.seq;
             let ready = sh.notify.wait_while(
                 deadline,
-                || sh.published_seq.load(Ordering::Acquire) <= seq && !sh.closed.load(Ordering::Acquire),
+                || {
+                    sh.published_seq.load(Ordering::Acquire) <= seq
+                        && !sh.closed.load(Ordering::Acquire)
+                },
                 || sh.arm_flusher(),
             );
             if !ready {
@@ -295,7 +319,9 @@ impl<S: Storage> Receiver<S> {
     pub fn try_recv_ref(&mut self) -> Result<MsgRef<'_>, TryRecvError> {
         let r = match self.poll()? {
             Some(r) => r,
-            None if self.shared.closed.load(Ordering::Acquire) => self.poll()?.ok_or(TryRecvError::Disconnected)?,
+            None if self.shared.closed.load(Ordering::Acquire) => {
+                self.poll()?.ok_or(TryRecvError::Disconnected)?
+            }
             None => return Err(TryRecvError::Empty),
         };
         Ok(self.view(r))
@@ -347,7 +373,9 @@ impl<S: Storage> Receiver<S> {
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
         let r = match self.poll()? {
             Some(r) => r,
-            None => self.wait(Some(deadline))?.ok_or(RecvTimeoutError::Timeout)?,
+            None => self
+                .wait(Some(deadline))?
+                .ok_or(RecvTimeoutError::Timeout)?,
         };
         Ok(self.view(r).to_vec())
     }
@@ -366,7 +394,10 @@ impl<S: Storage> Receiver<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn iter(&mut self) -> Iter<'_, S> {
-        Iter { rx: self, done: false }
+        Iter {
+            rx: self,
+            done: false,
+        }
     }
 
     /// An iterator over the messages ready now; it ends when none is ready.
@@ -381,7 +412,10 @@ impl<S: Storage> Receiver<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_iter(&mut self) -> TryIter<'_, S> {
-        TryIter { rx: self, done: false }
+        TryIter {
+            rx: self,
+            done: false,
+        }
     }
 }
 
@@ -389,9 +423,10 @@ impl<S: Storage> Drop for Receiver<S> {
     fn drop(&mut self) {
         let sh = &self.shared;
         let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        // Move the head up with this receiver still counted (what it consumed
+        // stays consumed), then free what the others no longer need.
+        cat.collect(&sh.storage, &sh.dir, sh.is_sync());
         cat.cursors.retain(|c| !Arc::ptr_eq(c, &self.cursor));
-        // Settle the head and segments with this receiver gone, so the next
-        // receiver (or a restart) starts where the remaining ones are.
         cat.collect(&sh.storage, &sh.dir, sh.is_sync());
     }
 }
@@ -500,7 +535,10 @@ impl<S: Storage> AckReceiver<S> {
         let acked = self.acked_offset();
         let unacked = self.rx.read_offset() - acked;
         if n > unacked {
-            return Err(AckError::TooMany { requested: n, unacked });
+            return Err(AckError::TooMany {
+                requested: n,
+                unacked,
+            });
         }
         if n == 0 {
             return Ok(());

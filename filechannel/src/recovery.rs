@@ -18,8 +18,8 @@
 use crate::config::Builder;
 use crate::error::Error;
 use crate::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, FrameHeader, HeaderProblem, SEGMENT_HEADER_LEN, SegmentHeader,
-    parse_segment_file_name, segment_file_name,
+    FORMAT_VERSION, FRAME_HEADER_LEN, FrameHeader, HeaderProblem, SEGMENT_HEADER_LEN,
+    SegmentHeader, parse_segment_file_name, segment_file_name,
 };
 use crate::segment::{SegMeta, read_frame};
 use crate::storage::{SegmentMap, Storage, StorageFile};
@@ -42,9 +42,16 @@ pub(crate) struct Recovered<S: Storage> {
 }
 
 /// Recovers the channel in `dir` (already locked by the caller).
-pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> Result<Recovered<S>, Error> {
+pub(crate) fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &Builder,
+) -> Result<Recovered<S>, Error> {
     let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
-    let mut ids: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+    let mut ids: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
     ids.sort_unstable();
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
@@ -60,11 +67,15 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
     // Headers first: they are small, and a bad one must stop the open before
     // anything is changed.
     let mut segments = BTreeMap::new();
+    // Files are opened one at a time: a long channel must not need a
+    // descriptor per segment.
     let mut files = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment_file_name(id));
         let newest = i + 1 == ids.len();
-        let file = storage.open(&path, newest).map_err(|e| Error::io(&path, e))?;
+        let file = storage
+            .open(&path, false)
+            .map_err(|e| Error::io(&path, e))?;
         let header = match read_header(&file, &path, id)? {
             Some(h) => h,
             None if newest => {
@@ -97,23 +108,29 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
                 base_pos: header.base_pos,
             },
         );
-        files.push((id, path, file));
+        files.push((id, path));
     }
 
     // Older segments must end with a seal frame where the next header says.
     for pair in files.windows(2) {
-        let (id, path, file) = &pair[0];
-        let (next_id, _, _) = &pair[1];
+        let ((id, path), (next_id, _)) = (&pair[0], &pair[1]);
         let (this, next) = (segments[id], segments[next_id]);
-        check_seal(file, path, *id, this, next)?;
+        check_seal(storage, path, *id, this, next)?;
     }
 
-    let Some((id, path, file)) = files.pop() else {
+    let Some((id, path)) = files.pop() else {
         let active = create_segment(storage, dir, config, 1, 0, 0, 0)?;
-        segments.insert(1, SegMeta { base_seq: 0, base_pos: 0 });
+        segments.insert(
+            1,
+            SegMeta {
+                base_seq: 0,
+                base_pos: 0,
+            },
+        );
         return Ok(Recovered { segments, active });
     };
     let meta = segments[&id];
+    let file = storage.open(&path, true).map_err(|e| Error::io(&path, e))?;
     let active = reopen_newest(&file, &path, id, meta)?;
     let file = Arc::new(file);
     let len = file.len().map_err(|e| Error::io(&path, e))?;
@@ -135,13 +152,18 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
 
 /// Reads and checks a segment header. `Ok(None)`: the file is shorter than a
 /// header or the header is all zeros (never written).
-fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<Option<SegmentHeader>, Error> {
+fn read_header<F: StorageFile>(
+    file: &F,
+    path: &Path,
+    id: u64,
+) -> Result<Option<SegmentHeader>, Error> {
     let len = file.len().map_err(|e| Error::io(path, e))?;
     if len < SEGMENT_HEADER_LEN {
         return Ok(None);
     }
     let mut raw = [0u8; SEGMENT_HEADER_LEN as usize];
-    file.read_exact_at(&mut raw, 0).map_err(|e| Error::io(path, e))?;
+    file.read_exact_at(&mut raw, 0)
+        .map_err(|e| Error::io(path, e))?;
     if raw == [0; SEGMENT_HEADER_LEN as usize] {
         return Ok(None);
     }
@@ -163,7 +185,10 @@ fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<Option<
     if header.id != id {
         return Err(Error::BadSegment {
             path: path.to_path_buf(),
-            reason: format!("header says segment {} but the file name says {id}", header.id),
+            reason: format!(
+                "header says segment {} but the file name says {id}",
+                header.id
+            ),
         });
     }
     Ok(Some(header))
@@ -172,12 +197,21 @@ fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<Option<
 /// Checks that an older segment ends with its seal frame where the next
 /// segment's header puts it; if the seal (or more) was lost, seals the segment
 /// after its last valid frame.
-fn check_seal<F: StorageFile>(file: &F, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<(), Error> {
+fn check_seal<S: Storage>(
+    storage: &S,
+    path: &Path,
+    id: u64,
+    this: SegMeta,
+    next: SegMeta,
+) -> Result<(), Error> {
+    let file = storage.open(path, false).map_err(|e| Error::io(path, e))?;
     let len = file.len().map_err(|e| Error::io(path, e))?;
-    let seal_at = (next.base_pos - this.base_pos + SEGMENT_HEADER_LEN).checked_sub(FRAME_HEADER_LEN);
+    let seal_at =
+        (next.base_pos - this.base_pos + SEGMENT_HEADER_LEN).checked_sub(FRAME_HEADER_LEN);
     if let Some(seal_at) = seal_at.filter(|&at| at + FRAME_HEADER_LEN <= len) {
         let mut raw = [0u8; FRAME_HEADER_LEN as usize];
-        file.read_exact_at(&mut raw, seal_at).map_err(|e| Error::io(path, e))?;
+        file.read_exact_at(&mut raw, seal_at)
+            .map_err(|e| Error::io(path, e))?;
         if let Some(h) = FrameHeader::from_bytes(&raw)
             && h.is_seal()
             && h.len == 0
@@ -206,6 +240,8 @@ fn check_seal<F: StorageFile>(file: &F, path: &Path, id: u64, this: SegMeta, nex
             ),
         });
     }
+    drop((map, file));
+    let file = storage.open(path, true).map_err(|e| Error::io(path, e))?;
     tracing::warn!(
         segment = id,
         path = %path.display(),
@@ -214,19 +250,30 @@ fn check_seal<F: StorageFile>(file: &F, path: &Path, id: u64, this: SegMeta, nex
         "older segment lost its tail (power loss before it was synced); sealing it after its last valid frame"
     );
     let seal = FrameHeader::new(&[], crate::format::FLAG_SEAL, seq);
-    file.write_all_at(&seal.to_bytes(), end as u64).map_err(|e| Error::io(path, e))?;
-    file.zero_range(end as u64 + FRAME_HEADER_LEN, len - end as u64 - FRAME_HEADER_LEN)
+    file.write_all_at(&seal.to_bytes(), end as u64)
         .map_err(|e| Error::io(path, e))?;
+    file.zero_range(
+        end as u64 + FRAME_HEADER_LEN,
+        len - end as u64 - FRAME_HEADER_LEN,
+    )
+    .map_err(|e| Error::io(path, e))?;
     file.sync_data().map_err(|e| Error::io(path, e))
 }
 
 /// Scans the newest segment, zeroes whatever follows its last valid frame and
 /// returns (write position, next sequence number).
-fn reopen_newest<F: StorageFile>(file: &F, path: &Path, id: u64, meta: SegMeta) -> Result<(usize, u64), Error> {
+fn reopen_newest<F: StorageFile>(
+    file: &F,
+    path: &Path,
+    id: u64,
+    meta: SegMeta,
+) -> Result<(usize, u64), Error> {
     let len = file.len().map_err(|e| Error::io(path, e))?;
     let map = SegmentMap::sealed(file.map(len, false).map_err(|e| Error::io(path, e))?);
     let (end, seq, _) = scan(&map, meta.base_seq);
-    let tail = map.read(end, (len as usize - end).min(FRAME_HEADER_LEN as usize)).unwrap_or(&[]);
+    let tail = map
+        .read(end, (len as usize - end).min(FRAME_HEADER_LEN as usize))
+        .unwrap_or(&[]);
     let torn = tail.iter().any(|&b| b != 0);
     drop(map);
     if torn {
@@ -241,7 +288,8 @@ fn reopen_newest<F: StorageFile>(file: &F, path: &Path, id: u64, meta: SegMeta) 
     // Zero the whole rest, not just what looks torn: a power loss can persist
     // a later frame without an earlier one, and such a frame must never come
     // back once new frames are written in front of it.
-    file.zero_range(end as u64, len - end as u64).map_err(|e| Error::io(path, e))?;
+    file.zero_range(end as u64, len - end as u64)
+        .map_err(|e| Error::io(path, e))?;
     file.sync_data().map_err(|e| Error::io(path, e))?;
     Ok((end, seq))
 }
@@ -277,7 +325,11 @@ pub(crate) fn create_segment<S: Storage>(
     let capacity = config.segment_capacity(first_len);
     let setup = || -> std::io::Result<_> {
         file.allocate(capacity)?;
-        let header = SegmentHeader { id, base_seq, base_pos };
+        let header = SegmentHeader {
+            id,
+            base_seq,
+            base_pos,
+        };
         file.write_all_at(&header.to_bytes(), 0)?;
         file.map(capacity, true)
     };

@@ -26,7 +26,11 @@ pub(crate) struct Frame {
 /// `seq`. `Ok(None)` when the bytes there are not published yet (or the map
 /// ends). `Err(reason)` when they are, but are not a valid frame.
 #[inline]
-pub(crate) fn read_frame<M: StorageMap>(map: &SegmentMap<M>, pos: usize, seq: u64) -> Result<Option<Frame>, &'static str> {
+pub(crate) fn read_frame<M: StorageMap>(
+    map: &SegmentMap<M>,
+    pos: usize,
+    seq: u64,
+) -> Result<Option<Frame>, &'static str> {
     let Some(hdr) = map.read(pos, FRAME_HEADER_LEN as usize) else {
         return Ok(None);
     };

@@ -60,7 +60,10 @@ impl<S: Storage> Shared<S> {
     pub(crate) fn append(&self, msg: &[u8], flags: u8) -> Result<u64, SendError> {
         let max = self.config.max_message_size;
         if msg.len() > max {
-            return Err(SendError::TooLarge { size: msg.len(), max });
+            return Err(SendError::TooLarge {
+                size: msg.len(),
+                max,
+            });
         }
         // The CRC of the payload needs no lock.
         let crc = format::payload_crc(msg);
@@ -79,7 +82,10 @@ impl<S: Storage> Shared<S> {
         let header = FrameHeader::with_payload_crc(crc, msg.len(), flags, seq).to_bytes();
         if !w.map.append(&[&header, msg], frame_len as usize) {
             // `fits` (or the fresh segment's capacity) guarantees room.
-            return Err(self.poison_with(&w, std::io::Error::other("segment map too short for a frame that was checked to fit")));
+            return Err(self.poison_with(
+                &w,
+                std::io::Error::other("segment map too short for a frame that was checked to fit"),
+            ));
         }
         w.map.publish();
         w.next_seq = seq + 1;
@@ -94,7 +100,15 @@ impl<S: Storage> Shared<S> {
         let sync = self.config.durability == crate::Durability::Sync;
         let new_id = w.id + 1;
         let seal_pos = w.channel_pos() + FRAME_HEADER_LEN;
-        let active = match create_segment(&self.storage, &self.dir, &self.config, new_id, w.next_seq, seal_pos, first_len) {
+        let active = match create_segment(
+            &self.storage,
+            &self.dir,
+            &self.config,
+            new_id,
+            w.next_seq,
+            seal_pos,
+            first_len,
+        ) {
             Ok(a) => a,
             Err(Error::Io { path, source }) if is_disk_full(&source) => {
                 // Nothing was written: the sender stays usable and the next
@@ -139,7 +153,9 @@ impl<S: Storage> Shared<S> {
         w.id = new_id;
         w.base_pos = seal_pos;
         if sync {
-            let synced = old_file.sync_data().and_then(|()| self.storage.sync_dir(&self.dir));
+            let synced = old_file
+                .sync_data()
+                .and_then(|()| self.storage.sync_dir(&self.dir));
             if let Err(e) = synced {
                 return Err(self.poison_with(w, e));
             }
@@ -165,7 +181,10 @@ impl<S: Storage> Shared<S> {
     /// durable. Concurrent callers share one fsync: the first becomes the
     /// leader and syncs everything written so far; the others wait for it.
     pub(crate) fn sync_to(&self, target: u64) -> Result<(), SendError> {
-        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut st = self
+            .sync_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(e) = self.poison.get() {
                 return Err(SendError::Poisoned(Arc::clone(e)));
@@ -176,7 +195,10 @@ impl<S: Storage> Shared<S> {
             if !st.in_progress {
                 break;
             }
-            st = self.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st = self
+                .sync_cv
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         st.in_progress = true;
         drop(st);
@@ -184,15 +206,30 @@ impl<S: Storage> Shared<S> {
         let (file, sealed, dir_dirty, upto, id) = {
             let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let dir_dirty = std::mem::take(&mut w.dir_dirty);
-            (Arc::clone(&w.file), std::mem::take(&mut w.unsynced), dir_dirty, w.next_seq, w.id)
+            (
+                Arc::clone(&w.file),
+                std::mem::take(&mut w.unsynced),
+                dir_dirty,
+                w.next_seq,
+                w.id,
+            )
         };
         let result = sealed
             .iter()
             .try_for_each(|f| f.sync_data())
             .and_then(|()| file.sync_data())
-            .and_then(|()| if dir_dirty { self.storage.sync_dir(&self.dir) } else { Ok(()) });
+            .and_then(|()| {
+                if dir_dirty {
+                    self.storage.sync_dir(&self.dir)
+                } else {
+                    Ok(())
+                }
+            });
 
-        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut st = self
+            .sync_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         st.in_progress = false;
         let outcome = match result {
             Ok(()) => {
@@ -219,7 +256,10 @@ impl<S: Storage> Shared<S> {
 
 /// Whether an I/O error means the disk (or quota) is full.
 pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// State of the group commit.

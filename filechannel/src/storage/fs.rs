@@ -75,7 +75,11 @@ impl Storage for Fs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<FsFile> {
-        OpenOptions::new().read(true).write(writable).open(path).map(FsFile)
+        OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map(FsFile)
     }
 
     fn open_or_create(&self, path: &Path) -> io::Result<FsFile> {
@@ -143,9 +147,16 @@ impl StorageFile for FsFile {
         if len == 0 {
             return Ok(());
         }
-        match fallocate(&self.0, FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE, offset, len) {
+        match fallocate(
+            &self.0,
+            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => write_zeros(&self.0, offset, len),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => {
+                write_zeros(&self.0, offset, len)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -158,7 +169,11 @@ impl StorageFile for FsFile {
         let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
         let mut opts = memmap2::MmapOptions::new();
         opts.len(len);
-        let map = if writable { opts.map_raw(&self.0)? } else { opts.map_raw_read_only(&self.0)? };
+        let map = if writable {
+            opts.map_raw(&self.0)?
+        } else {
+            opts.map_raw_read_only(&self.0)?
+        };
         Ok(FsMap(map))
     }
 }

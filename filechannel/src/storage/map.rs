@@ -125,7 +125,11 @@ impl<M: StorageMap> MapWriter<M> {
             // it, and this is the map's only writer; `part` is our caller's
             // memory, which cannot overlap the map's unpublished bytes.
             unsafe {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.map.as_ptr().add(at), part.len());
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.map.map.as_ptr().add(at),
+                    part.len(),
+                );
             }
             at += part.len();
         }

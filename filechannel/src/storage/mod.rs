@@ -9,8 +9,8 @@
 mod fs;
 mod map;
 
-pub use fs::{Fs, FsFile, FsLock, FsMap};
 pub(crate) use fs::LOCK_FILE;
+pub use fs::{Fs, FsFile, FsLock, FsMap};
 pub(crate) use map::{MapWriter, SegmentMap};
 
 /// The map type of a storage backend's files.

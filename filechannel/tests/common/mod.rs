@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use filechannel::{FileChannel, Receiver};
+use std::path::Path;
+
+/// A message whose content can be checked from its sequence number alone:
+/// 8 bytes of `seq`, then `len - 8` bytes derived from it.
+pub fn payload(seq: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len.max(8));
+    v.extend_from_slice(&seq.to_le_bytes());
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// A size between 0 and `max` that varies with `seq` (at least 8, so the
+/// sequence number fits).
+pub fn size_for(seq: u64, max: usize) -> usize {
+    8 + (seq.wrapping_mul(2_654_435_761) % (max as u64 - 7)) as usize
+}
+
+/// The sequence number a [`payload`] carries, after checking all its bytes.
+pub fn check_payload(msg: &[u8]) -> u64 {
+    assert!(
+        msg.len() >= 8,
+        "message of {} bytes is too short to be ours",
+        msg.len()
+    );
+    let seq = u64::from_le_bytes(msg[..8].try_into().unwrap());
+    assert_eq!(
+        msg,
+        payload(seq, msg.len()),
+        "payload of message {seq} is corrupt"
+    );
+    seq
+}
+
+/// Reads every message that is ready now.
+pub fn drain(rx: &mut Receiver) -> Vec<Vec<u8>> {
+    rx.try_iter().collect::<Result<_, _>>().unwrap()
+}
+
+/// Opens `dir` with small segments so that tests rotate often.
+pub fn open_small(dir: &Path) -> FileChannel {
+    FileChannel::builder().segment_size(4096).open(dir).unwrap()
+}
+
+/// Segment files in `dir`, sorted.
+pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("segment.")
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,270 @@
+//! Guarantee 3 and the bad-input rules for files on disk: torn tails are
+//! trimmed, damage in sealed segments is a typed error, and anything that
+//! cannot be recovered stops `open` with an error naming the file, changing
+//! nothing.
+
+mod common;
+use common::*;
+use filechannel::{Error, FileChannel, RecvError};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+fn write_msgs(dir: &Path, n: u64, size: usize) {
+    let ch = open_small(dir);
+    let tx = ch.tx();
+    for seq in 0..n {
+        tx.send(&payload(seq, size)).unwrap();
+    }
+    ch.close().unwrap();
+}
+
+/// Reads every message without consuming any (an acking receiver that never
+/// acks), so a second call sees the same.
+fn read_all(dir: &Path) -> Vec<u64> {
+    let ch = open_small(dir);
+    let mut rx = ch.rx_ack();
+    drain(&mut rx).iter().map(|m| check_payload(m)).collect()
+}
+
+/// Offset just past the last non-zero byte of a file.
+fn data_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |p| p as u64 + 1)
+}
+
+#[test]
+fn reopen_after_close_keeps_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 500, 100);
+    assert_eq!(read_all(dir.path()), (0..500).collect::<Vec<_>>());
+    // And the writer continues the sequence.
+    let ch = open_small(dir.path());
+    assert_eq!(ch.write_offset(), 500);
+}
+
+#[test]
+fn torn_tail_of_newest_segment_is_trimmed_and_writing_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 10, 100);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let end = data_end(&seg);
+    // Damage the last frame's payload: a torn write.
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&[0xFF; 7], end - 20).unwrap();
+    // And leave garbage further on, as a partly persisted later frame would.
+    f.write_all_at(&[0x5A; 64], end + 512).unwrap();
+    drop(f);
+    let got = read_all(dir.path());
+    assert_eq!(
+        got,
+        (0..9).collect::<Vec<_>>(),
+        "the torn last message is dropped, the rest kept"
+    );
+    // New messages go where the torn one was; nothing stale comes back.
+    let ch = open_small(dir.path());
+    assert_eq!(ch.write_offset(), 9);
+    let tx = ch.tx();
+    for seq in 9..12 {
+        tx.send(&payload(seq, 100)).unwrap();
+    }
+    ch.close().unwrap();
+    assert_eq!(read_all(dir.path()), (0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn corrupt_frame_in_sealed_segment_is_a_typed_error_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 200, 100);
+    let segs = segment_files(dir.path());
+    assert!(segs.len() > 3);
+    let victim = &segs[1];
+    // Flip a bit in the payload of the first frame of the second segment.
+    let f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(victim)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 64 + 16 + 10).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], 64 + 16 + 10).unwrap();
+    drop(f);
+    let ch = open_small(dir.path());
+    let mut rx = ch.rx();
+    let mut ok = 0;
+    let err = loop {
+        match rx.recv_ref() {
+            Ok(m) => {
+                assert_eq!(check_payload(&m), ok);
+                ok += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    match &err {
+        RecvError::Corrupted {
+            segment, offset, ..
+        } => {
+            assert_eq!(segment, victim);
+            assert_eq!(*offset, 64);
+        }
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    assert!(err.to_string().contains("checksum"), "{err}");
+    // The receiver stays at the bad frame: asking again gives the same error.
+    assert!(rx.recv().unwrap_err().is_corrupted());
+}
+
+#[test]
+fn missing_middle_segment_fails_open_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 200, 100);
+    let segs = segment_files(dir.path());
+    std::fs::remove_file(&segs[2]).unwrap();
+    let err = FileChannel::open(dir.path()).unwrap_err();
+    match err {
+        Error::MissingSegment {
+            missing,
+            before,
+            after,
+            ..
+        } => {
+            assert_eq!((missing, before, after), (3, 2, 4));
+        }
+        other => panic!("expected MissingSegment, got {other:?}"),
+    }
+    // Nothing was deleted.
+    assert_eq!(segment_files(dir.path()).len(), segs.len() - 1);
+}
+
+#[test]
+fn garbage_segment_header_fails_open_and_leaves_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 200, 100);
+    let segs = segment_files(dir.path());
+    let before = std::fs::read(&segs[1]).unwrap();
+    let mut f = OpenOptions::new().write(true).open(&segs[1]).unwrap();
+    f.write_all(b"this is not a segment").unwrap();
+    drop(f);
+    let err = FileChannel::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadSegment { path, .. } if path == &segs[1]),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&*segs[1].to_string_lossy()));
+    assert_eq!(std::fs::read(&segs[1]).unwrap().len(), before.len());
+}
+
+#[test]
+fn unknown_format_version_fails_open_with_unsupported_version() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 5, 10);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut header = std::fs::read(&seg).unwrap()[..64].to_vec();
+    header[8] = 9;
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&header, 0)
+        .unwrap();
+    match FileChannel::open(dir.path()).unwrap_err() {
+        Error::UnsupportedVersion {
+            version,
+            supported,
+            path,
+        } => {
+            assert_eq!((version, supported), (9, 1));
+            assert_eq!(path, seg);
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn files_that_are_not_the_channels_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.txt"), b"mine").unwrap();
+    std::fs::write(dir.path().join("segment.notes"), b"also mine").unwrap();
+    write_msgs(dir.path(), 300, 100);
+    // Consume everything so GC deletes segments.
+    {
+        let ch = open_small(dir.path());
+        let mut rx = ch.rx();
+        assert_eq!(drain(&mut rx).len(), 300);
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("README.txt")).unwrap(),
+        b"mine"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("segment.notes")).unwrap(),
+        b"also mine"
+    );
+}
+
+#[test]
+fn interrupted_segment_creation_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 20, 100);
+    let segs = segment_files(dir.path());
+    let last = segs.last().unwrap();
+    let name = last.file_name().unwrap().to_str().unwrap();
+    let id: u64 = name["segment.".len()..].parse().unwrap();
+    // A crash right after creating the next file, before its header.
+    let next = dir.path().join(format!("segment.{:020}", id + 1));
+    std::fs::File::create(&next).unwrap().set_len(4096).unwrap();
+    assert_eq!(read_all(dir.path()), (0..20).collect::<Vec<_>>());
+    assert!(!next.exists());
+}
+
+#[test]
+fn older_segment_that_lost_its_seal_is_resealed_after_its_last_valid_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 200, 100);
+    let segs = segment_files(dir.path());
+    // Zero the last frame and the seal of segment 2, as a power loss before
+    // that segment was synced would.
+    let victim = &segs[1];
+    let end = data_end(victim);
+    let f = OpenOptions::new().write(true).open(victim).unwrap();
+    f.write_all_at(&vec![0u8; 16 + 16 + 112], end - 16 - 112 - 16)
+        .unwrap();
+    drop(f);
+    let got = read_all(dir.path());
+    // One message is lost (unconfirmed data, power loss); everything else
+    // is delivered in order, nothing corrupt.
+    assert_eq!(got.len(), 199);
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    // The repair is on disk: a second open reads the same.
+    assert_eq!(read_all(dir.path()), got);
+}
+
+#[test]
+fn bad_configuration_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in [
+        FileChannel::builder().segment_size(100),
+        FileChannel::builder().flush_interval(std::time::Duration::ZERO),
+        FileChannel::builder().max_message_size(usize::MAX),
+    ] {
+        assert!(matches!(b.open(dir.path()), Err(Error::Config(_))));
+    }
+}
+
+#[test]
+fn a_file_in_place_of_the_directory_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("file");
+    std::fs::File::create(&path)
+        .unwrap()
+        .seek(SeekFrom::Start(0))
+        .unwrap();
+    assert!(matches!(FileChannel::open(&path), Err(Error::Io { .. })));
+}
