@@ -16,9 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .map_or_else(|| tmp.path().join("spool"), Into::into);
 
-    let ch = FileChannel::builder()
-        .durability(Durability::Buffered)
-        .open(&dir)?;
+    let ch = FileChannel::builder().durability(Durability::Buffered).open(&dir)?;
     let tx = ch.tx();
     let mut audit = ch.rx();
     let mut worker = ch.rx_ack();

@@ -8,8 +8,9 @@
 //! channel's *head*, kept in the `head` file: a new receiver, also after a
 //! restart, starts there.
 
+use crate::config::Builder;
 use crate::error::Error;
-use crate::format::{HEAD_SLOT_LEN, HeadSlot, segment_file_name};
+use crate::format::{HEAD_SLOT_LEN, HeadSlot, segment_file_name, spare_file_name};
 use crate::segment::SegMeta;
 use crate::storage::{MapOf, SegmentMap, Storage, StorageFile};
 use std::collections::BTreeMap;
@@ -19,6 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Name of the head file in a channel directory.
 pub(crate) const HEAD_FILE: &str = "head";
+
+/// Consumed segment files kept for reuse. A reused file's pages are usually
+/// still in the page cache, so writing it again skips the page allocation
+/// that dominates writing fresh files.
+const MAX_SPARES: usize = 2;
 
 /// A receiver's position, as far as garbage collection is concerned.
 #[derive(Debug)]
@@ -41,9 +47,7 @@ impl<S: Storage> HeadFile<S> {
     /// Opens (or creates) the head file and reads the newest valid slot.
     pub(crate) fn open(storage: &S, dir: &Path, sync: bool) -> Result<Self, Error> {
         let path = dir.join(HEAD_FILE);
-        let file = storage
-            .open_or_create(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = storage.open_or_create(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.len().map_err(|e| Error::io(&path, e))?;
         let mut best: Option<HeadSlot> = None;
         for slot in 0..2u64 {
@@ -100,8 +104,17 @@ pub(crate) struct Catalog<S: Storage> {
     pub segments: BTreeMap<u64, SegMeta>,
     pub active_id: u64,
     pub active_map: Arc<SegmentMap<MapOf<S>>>,
+    /// Cursors of live receivers.
     pub cursors: Vec<Arc<Cursor>>,
+    /// Cursors of dropped acking receivers: what they had not acked stays
+    /// until a new acking receiver takes over (it starts at or before them).
+    pub ghosts: Vec<Arc<Cursor>>,
     pub head: HeadFile<S>,
+    /// Spare segment files and their lengths.
+    pub spares: Vec<(PathBuf, u64)>,
+    /// Set when the channel is closed: the directory lock is gone, so
+    /// nothing may change files any more.
+    pub closed: bool,
 }
 
 /// What a receiver gets when it enters a segment.
@@ -114,12 +127,7 @@ impl<S: Storage> Catalog<S> {
     /// Maps segment `id` for reading: the writer's own map if it is the
     /// active one, else a read-only map of the sealed file. `None` if the
     /// segment does not exist.
-    pub(crate) fn enter(
-        &self,
-        storage: &S,
-        dir: &Path,
-        id: u64,
-    ) -> std::io::Result<Option<Entered<S>>> {
+    pub(crate) fn enter(&self, storage: &S, dir: &Path, id: u64) -> std::io::Result<Option<Entered<S>>> {
         let Some(&meta) = self.segments.get(&id) else {
             return Ok(None);
         };
@@ -135,12 +143,31 @@ impl<S: Storage> Catalog<S> {
         Ok(Some(Entered { map, meta }))
     }
 
-    /// The segment a new receiver starts in: the newest one whose first
-    /// message is at or before the head.
-    pub(crate) fn start_segment(&self) -> u64 {
+    /// A spare file big enough for a segment whose first message has
+    /// `first_len` bytes, if there is one.
+    pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<PathBuf> {
+        let need = config.segment_capacity(first_len);
+        let i = self.spares.iter().position(|(_, len)| *len >= need)?;
+        Some(self.spares.swap_remove(i).0)
+    }
+
+    /// The lowest sequence number some receiver (live, or a dropped acking
+    /// one) still needs; the head when there are none.
+    pub(crate) fn needed_seq(&self) -> u64 {
+        self.cursors
+            .iter()
+            .chain(&self.ghosts)
+            .map(|c| c.consumed.load(Ordering::Acquire))
+            .min()
+            .map_or(self.head.seq, |m| m.max(self.head.seq))
+    }
+
+    /// The segment a new receiver starting at `seq` starts in: the newest one
+    /// whose first message is at or before it.
+    pub(crate) fn start_segment(&self, seq: u64) -> u64 {
         self.segments
             .iter()
-            .take_while(|(_, m)| m.base_seq <= self.head.seq)
+            .take_while(|(_, m)| m.base_seq <= seq)
             .last()
             .or_else(|| self.segments.iter().next())
             .map_or(self.active_id, |(&id, _)| id)
@@ -150,45 +177,48 @@ impl<S: Storage> Catalog<S> {
     /// and moves the head up. Runs under the catalog lock, so deletions never
     /// interleave: a crash leaves an unbroken chain of segments.
     pub(crate) fn collect(&mut self, storage: &S, dir: &Path, sync: bool) {
-        let Some(min_floor) = self
-            .cursors
-            .iter()
-            .map(|c| c.floor.load(Ordering::Acquire))
-            .min()
-        else {
+        if self.closed {
+            return;
+        }
+        let all = || self.cursors.iter().chain(&self.ghosts);
+        let Some(min_floor) = all().map(|c| c.floor.load(Ordering::Acquire)).min() else {
             return;
         };
-        let min_consumed = self
-            .cursors
-            .iter()
-            .map(|c| c.consumed.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(self.head.seq);
-        if min_consumed > self.head.seq
-            && let Err(e) = self.head.store(min_consumed, sync)
+        let needed = self.needed_seq();
+        if needed > self.head.seq
+            && let Err(e) = self.head.store(needed, sync)
         {
             // The head only spares a new receiver messages already consumed;
             // a stale head means redelivery, never loss.
             tracing::warn!(path = %self.head.path().display(), error = %e, "could not record the head");
         }
         let limit = min_floor.min(self.active_id);
-        let mut removed = false;
         while let Some((&id, _)) = self.segments.first_key_value() {
             if id >= limit {
                 break;
             }
-            let path = dir.join(segment_file_name(id));
-            if let Err(e) = storage.remove(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not delete a consumed segment; will retry");
+            if let Err(e) = self.retire(storage, dir, id) {
+                tracing::warn!(segment = id, error = %e, "could not delete a consumed segment; will retry");
                 break;
             }
             self.segments.remove(&id);
-            removed = true;
         }
-        if removed && sync {
-            if let Err(e) = storage.sync_dir(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not sync the directory after deleting segments");
-            }
+    }
+
+    /// Deletes consumed segment `id`, or keeps its file as a spare. The
+    /// directory is synced after each one, so that a power loss cannot bring
+    /// back an older segment after a newer one went: the chain stays
+    /// unbroken.
+    fn retire(&mut self, storage: &S, dir: &Path, id: u64) -> std::io::Result<()> {
+        let path = dir.join(segment_file_name(id));
+        if self.spares.len() < MAX_SPARES {
+            let len = storage.open(&path, false)?.len()?;
+            let spare = dir.join(spare_file_name(id));
+            storage.rename(&path, &spare)?;
+            self.spares.push((spare, len));
+        } else {
+            storage.remove(&path)?;
         }
+        storage.sync_dir(dir)
     }
 }

@@ -23,7 +23,9 @@ pub(crate) struct Shared<S: Storage> {
     pub writer: Mutex<Writer<S>>,
     pub catalog: Mutex<Catalog<S>>,
     pub notify: Notifier,
-    /// Sequence number after the last published message.
+    /// Sequence number after the last appended message.
+    pub written_seq: AtomicU64,
+    /// Sequence number after the last published (visible) message.
     pub published_seq: AtomicU64,
     /// Sequence number after the last fsynced message.
     pub synced_seq: AtomicU64,
@@ -39,9 +41,9 @@ pub(crate) struct Shared<S: Storage> {
     lock: Mutex<Option<S::Lock>>,
 }
 
-/// The background thread of `Buffered` mode: wakes blocked receivers within
-/// `flush_interval`, faults in pages ahead of the writer and syncs sealed
-/// segments. It parks when there is nothing to do.
+/// The background thread: wakes blocked receivers within `flush_interval`
+/// (what `Buffered` mode relies on), faults in pages ahead of the writer and
+/// fsyncs sealed segments. It parks when there is nothing to do.
 #[derive(Default)]
 struct Flusher {
     idle: AtomicBool,
@@ -50,7 +52,9 @@ struct Flusher {
 }
 
 /// How far ahead of the writer the flusher faults in pages.
-const PREFAULT_WINDOW: usize = 4 << 20;
+const PREFAULT_WINDOW: usize = 8 << 20;
+/// How much it faults in at a time, between its other duties.
+const PREFAULT_STEP: usize = 256 << 10;
 
 /// A durable channel of byte messages in a directory.
 ///
@@ -106,13 +110,16 @@ impl FileChannel<Fs> {
 
 impl<S: Storage> FileChannel<S> {
     pub(crate) fn open_inner(storage: S, dir: &Path, config: Builder) -> Result<Self, Error> {
+        let existed = storage.list(dir).is_ok();
         storage.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if !existed && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The new directory's entry must be durable too.
+            storage.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+        }
         let lock = storage
             .try_lock_dir(dir)
             .map_err(|e| Error::io(dir, e))?
-            .ok_or_else(|| Error::Locked {
-                dir: dir.to_path_buf(),
-            })?;
+            .ok_or_else(|| Error::Locked { dir: dir.to_path_buf() })?;
         let sync = config.durability == Durability::Sync;
         let recovered = recover(&storage, dir, &config)?;
         let mut head = HeadFile::open(&storage, dir, sync)?;
@@ -127,19 +134,31 @@ impl<S: Storage> FileChannel<S> {
             head.seq = next_seq;
         }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
+        let mut spares = Vec::new();
+        for path in recovered.spares {
+            let len = storage
+                .open(&path, false)
+                .and_then(|f| f.len())
+                .map_err(|e| Error::io(&path, e))?;
+            spares.push((path, len));
+        }
         let catalog = Catalog {
             segments: recovered.segments,
             active_id: active.id,
             active_map: Arc::clone(&active.map),
             cursors: Vec::new(),
+            ghosts: Vec::new(),
             head,
+            spares,
+            closed: false,
         };
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos)),
             catalog: Mutex::new(catalog),
             notify: Notifier::default(),
+            written_seq: AtomicU64::new(next_seq),
             published_seq: AtomicU64::new(next_seq),
-            // Recovery synced what it kept.
+            // Recovery synced everything it kept.
             synced_seq: AtomicU64::new(next_seq),
             sync_state: Mutex::new(SyncState {
                 synced: next_seq,
@@ -167,9 +186,11 @@ impl<S: Storage> FileChannel<S> {
         }
     }
 
-    /// A new independent receiver, starting at the oldest message that not
-    /// every receiver has consumed yet (after a restart: the oldest one not
-    /// acked). It holds back deletion of everything it has not read.
+    /// A new independent receiver. It starts at the oldest message some
+    /// receiver still needs: not yet read by a live receiver, not yet acked
+    /// by an acking one (live, or dropped since), and, with no receivers at
+    /// all, not consumed before. After a restart that is the oldest message
+    /// not acked. It holds back deletion of everything it has not read.
     pub fn rx(&self) -> Receiver<S> {
         Receiver::new(Arc::clone(&self.shared), false)
     }
@@ -183,12 +204,13 @@ impl<S: Storage> FileChannel<S> {
 
     /// Number of messages sent into the channel since it was created.
     pub fn write_offset(&self) -> u64 {
-        self.shared.published_seq.load(Ordering::Acquire)
+        self.shared.written_seq.load(Ordering::Acquire)
     }
 
     /// Number of messages visible to receivers and handed to the OS. Senders
-    /// write straight into the OS page cache, so this equals
-    /// [`write_offset`](Self::write_offset) once `send` has returned.
+    /// write straight into the OS page cache, so in `Buffered` and `Flush`
+    /// mode this equals [`write_offset`](Self::write_offset) once `send` has
+    /// returned; in `Sync` mode messages become visible once fsynced.
     pub fn flush_offset(&self) -> u64 {
         self.shared.published_seq.load(Ordering::Acquire)
     }
@@ -204,13 +226,11 @@ impl<S: Storage> FileChannel<S> {
     /// An I/O error listing the directory or reading a file's metadata.
     pub fn disk_usage(&self) -> Result<u64, Error> {
         let sh = &self.shared;
-        let names = sh
-            .storage
-            .list(&sh.dir)
-            .map_err(|e| Error::io(&sh.dir, e))?;
+        let names = sh.storage.list(&sh.dir).map_err(|e| Error::io(&sh.dir, e))?;
         let mut total = 0;
         for name in names {
             let ours = format::parse_segment_file_name(&name).is_some()
+                || format::parse_spare_file_name(&name)
                 || name == HEAD_FILE
                 || name == crate::storage::LOCK_FILE;
             if !ours {
@@ -279,17 +299,11 @@ impl<S: Storage> Shared<S> {
             cat.collect(&self.storage, &self.dir, true);
         }
         self.notify.notify_all();
-        drop(
-            self.lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
         match (synced, self.poison.get()) {
             (Err(SendError::Io { path, source }), _) => Err(Error::Io {
                 path,
-                source: Arc::try_unwrap(source)
-                    .unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
+                source: Arc::try_unwrap(source).unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
             }),
             (_, Some(e)) => Err(Error::Poisoned(Arc::clone(e))),
             _ => Ok(()),
@@ -331,16 +345,14 @@ fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
         .name("filechannel-flusher".into())
         .spawn(move || flusher_loop(weak, interval))
         .map_err(|e| Error::io(&shared.dir, e))?;
-    *shared
-        .flusher
-        .thread
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    *shared.flusher.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
     Ok(())
 }
 
 fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Duration) {
     let mut notified_seq = 0;
+    let mut last_seq = 0;
+    // (segment, position up to which its pages have been faulted in)
     let mut prefaulted: (u64, usize) = (0, 0);
     loop {
         let Some(sh) = shared.upgrade() else { return };
@@ -352,44 +364,35 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             sh.notify.notify_all();
             notified_seq = seq;
         }
-        let (sealed, map, id, pos) = {
-            let mut w = sh.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            (
-                std::mem::take(&mut w.unsynced),
-                Arc::clone(w.map.map()),
-                w.id,
-                w.map.pos(),
-            )
+        sh.sync_sealed();
+        let (map, id, pos) = {
+            let w = sh.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            (Arc::clone(w.map.map()), w.id, w.map.pos())
         };
-        // Sealed segments are synced in the background so that a power loss
-        // costs at most the active segment; a failure poisons like any fsync.
-        for f in &sealed {
-            if let Err(e) = f.sync_data() {
-                tracing::error!(error = %e, "background fsync of a sealed segment failed; writer poisoned");
-                let _ = sh.poison.set(Arc::new(e));
-                break;
-            }
-        }
-        if prefaulted.0 != id {
+        if prefaulted.0 != id || prefaulted.1 < pos {
             prefaulted = (id, pos);
         }
-        if prefaulted.1 < pos + PREFAULT_WINDOW / 2 && prefaulted.1 < map.len() {
-            let end = (pos + PREFAULT_WINDOW).min(map.len());
-            map.prefault_write(prefaulted.1, end - prefaulted.1);
-            prefaulted.1 = end;
+        let want = (pos + PREFAULT_WINDOW).min(map.len());
+        let behind = prefaulted.1 < want;
+        if behind {
+            let step = (want - prefaulted.1).min(PREFAULT_STEP);
+            map.prefault_write(prefaulted.1, step);
+            prefaulted.1 += step;
         }
         drop(map);
-        let busy = sh.notify.has_waiters() || seq != sh.published_seq.load(Ordering::Acquire);
-        if !busy {
+        let written = sh.written_seq.load(Ordering::Acquire);
+        let active = behind || written != last_seq;
+        last_seq = written;
+        if !active && !sh.notify.has_waiters() {
             sh.flusher.idle.store(true, Ordering::SeqCst);
         }
         // Re-check after announcing idleness: a receiver that started waiting
-        // in between has seen `idle` and will unpark us.
+        // or a sender that wrote in between has seen `idle` and unparks us.
         let idle = sh.flusher.idle.load(Ordering::SeqCst) && !sh.notify.has_waiters();
         drop(sh);
         if idle {
             std::thread::park_timeout(Duration::from_millis(50));
-        } else {
+        } else if !behind {
             std::thread::park_timeout(interval);
         }
         if let Some(sh) = shared.upgrade() {
@@ -429,13 +432,11 @@ impl<S: Storage> Sender<S> {
     pub(crate) fn send_frame(&self, msg: &[u8], flags: u8) -> Result<(), SendError> {
         let sh = &*self.shared;
         let seq = sh.append(msg, flags)?;
+        if sh.flusher.idle.load(Ordering::Relaxed) {
+            sh.arm_flusher();
+        }
         match sh.config.durability {
-            Durability::Buffered => {
-                if sh.flusher.idle.load(Ordering::Relaxed) {
-                    sh.arm_flusher();
-                }
-                Ok(())
-            }
+            Durability::Buffered => Ok(()),
             Durability::Flush => {
                 sh.notify.notify_if_waiting();
                 Ok(())
@@ -471,7 +472,7 @@ impl<S: Storage> Sender<S> {
     /// earlier failure.
     pub fn sync(&self) -> Result<(), SendError> {
         self.flush()?;
-        let target = self.shared.published_seq.load(Ordering::Acquire);
+        let target = self.shared.written_seq.load(Ordering::Acquire);
         self.shared.sync_to(target)
     }
 

@@ -130,9 +130,7 @@ impl Builder {
             )));
         }
         if self.flush_interval.is_zero() {
-            return Err(Error::Config(
-                "flush_interval must be more than zero".into(),
-            ));
+            return Err(Error::Config("flush_interval must be more than zero".into()));
         }
         Ok(())
     }
@@ -140,8 +138,7 @@ impl Builder {
     /// Bytes to reserve for a segment whose first message has `first_len`
     /// bytes: room for the header, that frame and the closing seal frame.
     pub(crate) fn segment_capacity(&self, first_len: u64) -> u64 {
-        let need =
-            format::SEGMENT_HEADER_LEN + format::frame_len(first_len) + format::FRAME_HEADER_LEN;
+        let need = format::SEGMENT_HEADER_LEN + format::frame_len(first_len) + format::FRAME_HEADER_LEN;
         need.max(self.segment_size).next_multiple_of(4096)
     }
 
@@ -158,11 +155,7 @@ impl Builder {
     /// Opens the channel on another storage backend (tests use an in-memory,
     /// crash-simulating one).
     #[doc(hidden)]
-    pub fn open_with<S: Storage>(
-        self,
-        storage: S,
-        dir: impl AsRef<Path>,
-    ) -> Result<FileChannel<S>, Error> {
+    pub fn open_with<S: Storage>(self, storage: S, dir: impl AsRef<Path>) -> Result<FileChannel<S>, Error> {
         self.validate()?;
         FileChannel::open_inner(storage, dir.as_ref(), self)
     }

@@ -11,9 +11,7 @@ use std::sync::Arc;
 #[non_exhaustive]
 pub enum Error {
     /// Another owner (this process or another) holds the directory.
-    #[error(
-        "channel directory {dir} is locked by another owner (one process and one open channel at a time)"
-    )]
+    #[error("channel directory {dir} is locked by another owner (one process and one open channel at a time)")]
     Locked {
         /// The channel directory.
         dir: PathBuf,
@@ -36,9 +34,7 @@ pub enum Error {
         reason: String,
     },
     /// The segment format version is not one this build understands.
-    #[error(
-        "{path}: segment format version {version} is not supported by this build (it reads version {supported})"
-    )]
+    #[error("{path}: segment format version {version} is not supported by this build (it reads version {supported})")]
     UnsupportedVersion {
         /// The segment file.
         path: PathBuf,
@@ -65,9 +61,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The sender side failed earlier and was poisoned.
-    #[error(
-        "the channel's writer failed earlier and is poisoned: {0}; reopen the channel to recover"
-    )]
+    #[error("the channel's writer failed earlier and is poisoned: {0}; reopen the channel to recover")]
     Poisoned(Arc<io::Error>),
 }
 
@@ -104,9 +98,7 @@ pub enum SendError {
     /// There is no space left for a new segment. Nothing was written and the
     /// sender is still usable: the next send tries again, and succeeds once
     /// receivers have consumed enough for segments to be deleted.
-    #[error(
-        "disk full: cannot allocate segment {path}; free space or let receivers drain and retry"
-    )]
+    #[error("disk full: cannot allocate segment {path}; free space or let receivers drain and retry")]
     DiskFull {
         /// The segment that could not be allocated.
         path: PathBuf,

@@ -106,7 +106,8 @@ impl SegmentHeader {
 ///
 /// ```text
 /// 0..4    payload length (u32)
-/// 4..8    CRC32 of the payload followed by bytes 0..4 and 8..16
+/// 4..8    CRC32 of the payload, then bytes 0..4 and 8..16, then the
+///         segment id (u64) of the file the frame is in
 /// 8       flags: bit 0 present (always 1), bit 1 seal, bit 2 typed
 /// 9..12   reserved, zero
 /// 12..16  low 32 bits of the message's sequence number (for a seal frame:
@@ -124,8 +125,8 @@ pub(crate) struct FrameHeader {
 
 impl FrameHeader {
     /// Builds the header for `payload`, computing its CRC.
-    pub(crate) fn new(payload: &[u8], flags: u8, seq: u64) -> Self {
-        Self::with_payload_crc(payload_crc(payload), payload.len(), flags, seq)
+    pub(crate) fn new(payload: &[u8], flags: u8, seq: u64, segment: u64) -> Self {
+        Self::with_payload_crc(payload_crc(payload), payload.len(), flags, seq, segment)
     }
 
     /// Builds the header from a [`payload_crc`] computed earlier (senders do
@@ -136,6 +137,7 @@ impl FrameHeader {
         len: usize,
         flags: u8,
         seq: u64,
+        segment: u64,
     ) -> Self {
         let mut h = FrameHeader {
             // The caller has checked the size against `max_message_size`,
@@ -145,7 +147,7 @@ impl FrameHeader {
             flags: flags | FLAG_PRESENT,
             seq_lo: seq as u32,
         };
-        h.crc = h.finish_crc(payload_crc);
+        h.crc = h.finish_crc(payload_crc, segment);
         h
     }
 
@@ -173,21 +175,24 @@ impl FrameHeader {
         })
     }
 
-    /// The CRC this header should carry for `payload`.
+    /// The CRC this header should carry for `payload` in segment `segment`.
     #[inline]
-    pub(crate) fn compute_crc(&self, payload: &[u8]) -> u32 {
-        self.finish_crc(payload_crc(payload))
+    pub(crate) fn compute_crc(&self, payload: &[u8], segment: u64) -> u32 {
+        self.finish_crc(payload_crc(payload), segment)
     }
 
-    /// The CRC covers the payload first, then length, flags and sequence
-    /// number, so that the expensive part can be computed before the sequence
-    /// number is known.
+    /// The CRC covers the payload first, then length, flags, sequence number
+    /// and the id of the segment the frame is written in (which is not stored
+    /// in the frame). The expensive part can so be computed before the
+    /// sequence number is known, and a stale frame left in a recycled segment
+    /// file never checks out in its new segment.
     #[inline]
-    fn finish_crc(&self, mut crc: crc32fast::Hasher) -> u32 {
-        let mut tail = [0u8; 12];
+    fn finish_crc(&self, mut crc: crc32fast::Hasher, segment: u64) -> u32 {
+        let mut tail = [0u8; 20];
         tail[0..4].copy_from_slice(&self.len.to_le_bytes());
         tail[4] = self.flags;
         tail[8..12].copy_from_slice(&self.seq_lo.to_le_bytes());
+        tail[12..20].copy_from_slice(&segment.to_le_bytes());
         crc.update(&tail);
         crc.finalize()
     }
@@ -237,8 +242,7 @@ impl HeadSlot {
     }
 
     pub(crate) fn from_bytes(b: &[u8; HEAD_SLOT_LEN as usize]) -> Option<Self> {
-        if b[0..4] != HEAD_MAGIC || u32_at(b, 4) != 1 || crc32fast::hash(&b[0..28]) != u32_at(b, 28)
-        {
+        if b[0..4] != HEAD_MAGIC || u32_at(b, 4) != 1 || crc32fast::hash(&b[0..28]) != u32_at(b, 28) {
             return None;
         }
         Some(HeadSlot {
@@ -261,6 +265,18 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Whether `name` is a spare: a consumed segment file kept for reuse
+/// (`spare.` and 20 digits).
+pub(crate) fn parse_spare_file_name(name: &str) -> bool {
+    name.strip_prefix("spare.")
+        .is_some_and(|d| d.len() == 20 && d.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// The file name a consumed segment `id` gets while it waits for reuse.
+pub(crate) fn spare_file_name(id: u64) -> String {
+    format!("spare.{id:020}")
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -300,24 +316,22 @@ mod tests {
         let crc = crc32fast::hash(&expected[0..60]);
         expected[60..64].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(b, expected);
-        assert_eq!(
-            crc, 0x457c_07ec,
-            "segment header CRC changed: the format changed"
-        );
+        assert_eq!(crc, 0x457c_07ec, "segment header CRC changed: the format changed");
         assert_eq!(SegmentHeader::from_bytes(&b), Ok(h));
     }
 
     #[test]
     fn golden_frame_bytes() {
-        let h = FrameHeader::new(b"hello", 0, 3);
+        let h = FrameHeader::new(b"hello", 0, 3, 7);
         assert_eq!(
             h.to_bytes(),
-            [5, 0, 0, 0, 180, 156, 222, 209, 1, 0, 0, 0, 3, 0, 0, 0],
+            [5, 0, 0, 0, 211, 57, 146, 137, 1, 0, 0, 0, 3, 0, 0, 0],
             "frame header bytes changed: the format changed"
         );
         assert_eq!(FrameHeader::from_bytes(&h.to_bytes()), Some(h));
-        assert_eq!(h.compute_crc(b"hello"), h.crc);
-        assert_ne!(h.compute_crc(b"hellp"), h.crc);
+        assert_eq!(h.compute_crc(b"hello", 7), h.crc);
+        assert_ne!(h.compute_crc(b"hellp", 7), h.crc);
+        assert_ne!(h.compute_crc(b"hello", 8), h.crc, "the segment id is covered");
         assert_eq!(h.frame_len(), 32);
     }
 
@@ -337,15 +351,9 @@ mod tests {
         b[8] = 2;
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            SegmentHeader::from_bytes(&b),
-            Err(HeaderProblem::UnknownVersion(2))
-        );
+        assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::UnknownVersion(2)));
         b[20] ^= 1;
-        assert_eq!(
-            SegmentHeader::from_bytes(&b),
-            Err(HeaderProblem::BadChecksum)
-        );
+        assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::BadChecksum));
         b[0] = b'X';
         assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::BadMagic));
     }
@@ -365,15 +373,9 @@ mod tests {
     #[test]
     fn segment_names_sort_and_parse() {
         assert_eq!(segment_file_name(42), "segment.00000000000000000042");
-        assert_eq!(
-            parse_segment_file_name("segment.00000000000000000042"),
-            Some(42)
-        );
+        assert_eq!(parse_segment_file_name("segment.00000000000000000042"), Some(42));
         assert_eq!(parse_segment_file_name("segment.42"), None);
-        assert_eq!(
-            parse_segment_file_name("segment.0000000000000000004x"),
-            None
-        );
+        assert_eq!(parse_segment_file_name("segment.0000000000000000004x"), None);
         assert_eq!(parse_segment_file_name("notes.txt"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
     }

@@ -51,6 +51,9 @@ impl Notifier {
         on_wait: impl FnOnce(),
     ) -> bool {
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `notify_if_waiting` (Dekker): either the
+        // publisher sees this waiter or `blocked()` sees its data.
+        std::sync::atomic::fence(Ordering::SeqCst);
         on_wait();
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let ready = loop {

@@ -18,7 +18,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The receiving side of a channel: an independent cursor that sees every
-/// message in send order. `Send`, not `Sync`: one thread reads it at a time.
+/// message in send order. It can move between threads; receiving takes
+/// `&mut self`.
 ///
 /// Dropping a receiver releases the segments it was holding back.
 pub struct Receiver<S: Storage = Fs> {
@@ -72,17 +73,19 @@ struct Ready {
 impl<S: Storage> Receiver<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, acking: bool) -> Self {
         let (cursor, entered, seg_id, head) = {
-            let mut cat = shared
-                .catalog
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let id = cat.start_segment();
-            let head = cat.head.seq;
+            let mut cat = shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            let head = cat.needed_seq();
+            let id = cat.start_segment(head);
             let cursor = Arc::new(Cursor {
                 floor: id.into(),
                 consumed: head.into(),
             });
             cat.cursors.push(Arc::clone(&cursor));
+            if acking {
+                // This receiver starts at or before every dropped acking
+                // receiver's position, so it takes over what they left.
+                cat.ghosts.clear();
+            }
             let entered = cat.enter(&shared.storage, &shared.dir, id);
             (cursor, entered, id, head)
         };
@@ -91,13 +94,7 @@ impl<S: Storage> Receiver<S> {
             // Mapping failed (out of memory maps, say): the first receive
             // tries again and reports the error.
             _ => (
-                Arc::clone(
-                    &shared
-                        .catalog
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .active_map,
-                ),
+                Arc::clone(&shared.catalog.lock().unwrap_or_else(PoisonError::into_inner).active_map),
                 head,
                 true,
             ),
@@ -132,7 +129,7 @@ impl<S: Storage> Receiver<S> {
             self.enter(self.seg_id)?;
         }
         loop {
-            let frame = match read_frame(&self.map, self.pos, self.seq) {
+            let frame = match read_frame(&self.map, self.seg_id, self.pos, self.seq) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(None),
                 Err(reason) => {
@@ -168,11 +165,7 @@ impl<S: Storage> Receiver<S> {
     fn enter(&mut self, id: u64) -> Result<(), RecvError> {
         let path = || self.shared.dir.join(segment_file_name(id));
         let entered = {
-            let cat = self
-                .shared
-                .catalog
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let cat = self.shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.enter(&self.shared.storage, &self.shared.dir, id)
         };
         let entered = match entered {
@@ -251,10 +244,7 @@ impl<S: Storage> Receiver<S> {
             let seq = self.seq;
             let ready = sh.notify.wait_while(
                 deadline,
-                || {
-                    sh.published_seq.load(Ordering::Acquire) <= seq
-                        && !sh.closed.load(Ordering::Acquire)
-                },
+                || sh.published_seq.load(Ordering::Acquire) <= seq && !sh.closed.load(Ordering::Acquire),
                 || sh.arm_flusher(),
             );
             if !ready {
@@ -319,9 +309,7 @@ impl<S: Storage> Receiver<S> {
     pub fn try_recv_ref(&mut self) -> Result<MsgRef<'_>, TryRecvError> {
         let r = match self.poll()? {
             Some(r) => r,
-            None if self.shared.closed.load(Ordering::Acquire) => {
-                self.poll()?.ok_or(TryRecvError::Disconnected)?
-            }
+            None if self.shared.closed.load(Ordering::Acquire) => self.poll()?.ok_or(TryRecvError::Disconnected)?,
             None => return Err(TryRecvError::Empty),
         };
         Ok(self.view(r))
@@ -373,9 +361,7 @@ impl<S: Storage> Receiver<S> {
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
         let r = match self.poll()? {
             Some(r) => r,
-            None => self
-                .wait(Some(deadline))?
-                .ok_or(RecvTimeoutError::Timeout)?,
+            None => self.wait(Some(deadline))?.ok_or(RecvTimeoutError::Timeout)?,
         };
         Ok(self.view(r).to_vec())
     }
@@ -394,10 +380,7 @@ impl<S: Storage> Receiver<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn iter(&mut self) -> Iter<'_, S> {
-        Iter {
-            rx: self,
-            done: false,
-        }
+        Iter { rx: self, done: false }
     }
 
     /// An iterator over the messages ready now; it ends when none is ready.
@@ -412,10 +395,7 @@ impl<S: Storage> Receiver<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_iter(&mut self) -> TryIter<'_, S> {
-        TryIter {
-            rx: self,
-            done: false,
-        }
+        TryIter { rx: self, done: false }
     }
 }
 
@@ -424,9 +404,14 @@ impl<S: Storage> Drop for Receiver<S> {
         let sh = &self.shared;
         let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         // Move the head up with this receiver still counted (what it consumed
-        // stays consumed), then free what the others no longer need.
+        // stays consumed), then free what the others no longer need. What an
+        // acking receiver has not acked stays needed (a ghost cursor) until
+        // another acking receiver takes over.
         cat.collect(&sh.storage, &sh.dir, sh.is_sync());
         cat.cursors.retain(|c| !Arc::ptr_eq(c, &self.cursor));
+        if self.acking {
+            cat.ghosts.push(Arc::clone(&self.cursor));
+        }
         cat.collect(&sh.storage, &sh.dir, sh.is_sync());
     }
 }
@@ -528,17 +513,18 @@ impl<S: Storage> AckReceiver<S> {
     /// Marks the `n` oldest received, un-acked messages as done: they may now
     /// be deleted, and will not be delivered again after a restart.
     ///
+    /// The ack is recorded in the `head` file (fsynced in `Sync` mode); if
+    /// that write fails, it is logged and the messages may be delivered again
+    /// after a restart (at least once, never lost).
+    ///
     /// # Errors
     /// [`AckError::TooMany`] if fewer than `n` received messages are un-acked
-    /// (nothing is acked then); [`AckError::Io`] if recording it failed.
+    /// (nothing is acked then).
     pub fn ack(&mut self, n: u64) -> Result<(), AckError> {
         let acked = self.acked_offset();
         let unacked = self.rx.read_offset() - acked;
         if n > unacked {
-            return Err(AckError::TooMany {
-                requested: n,
-                unacked,
-            });
+            return Err(AckError::TooMany { requested: n, unacked });
         }
         if n == 0 {
             return Ok(());

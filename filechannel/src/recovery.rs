@@ -1,6 +1,6 @@
 //! Opening a directory: find the segments, check that they form one unbroken
 //! chain, repair what a crash can leave behind, and hand the newest segment
-//! to the writer.
+//! to the writer. Also creating segments, fresh or from a recycled spare.
 //!
 //! What a crash can leave, and what happens to it:
 //! - a torn or partly persisted tail in the newest segment: the valid frames
@@ -10,7 +10,8 @@
 //!   a non-`Sync` mode): its valid frames are kept and a seal is written after
 //!   them; lost unconfirmed messages are logged as a gap in sequence numbers;
 //! - a newest segment whose header never reached the disk (a crash while it
-//!   was being created; it holds no message): removed.
+//!   was being created; it holds no readable frame): removed;
+//! - `spare.*` files (consumed segments kept for reuse): kept as spares.
 //!
 //! Anything else that does not parse is an error naming the file; nothing is
 //! guessed and nothing else is deleted.
@@ -18,41 +19,41 @@
 use crate::config::Builder;
 use crate::error::Error;
 use crate::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, FrameHeader, HeaderProblem, SEGMENT_HEADER_LEN,
-    SegmentHeader, parse_segment_file_name, segment_file_name,
+    FLAG_SEAL, FORMAT_VERSION, FRAME_HEADER_LEN, FrameHeader, HeaderProblem, SEGMENT_HEADER_LEN, SegmentHeader,
+    parse_segment_file_name, parse_spare_file_name, segment_file_name,
 };
 use crate::segment::{SegMeta, read_frame};
-use crate::storage::{SegmentMap, Storage, StorageFile};
+use crate::storage::{MapWriterOf, SegmentMap, Storage, StorageFile, StorageMap};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The newest segment, ready for the writer.
 pub(crate) struct Active<S: Storage> {
     pub id: u64,
     pub file: Arc<S::File>,
-    pub map: Arc<SegmentMap<<S::File as StorageFile>::Map>>,
-    pub writer: crate::storage::MapWriterOf<S>,
+    pub map: Arc<SegmentMap<crate::storage::MapOf<S>>>,
+    pub writer: MapWriterOf<S>,
     pub next_seq: u64,
 }
 
 pub(crate) struct Recovered<S: Storage> {
     pub segments: BTreeMap<u64, SegMeta>,
     pub active: Active<S>,
+    pub spares: Vec<PathBuf>,
 }
 
-/// Recovers the channel in `dir` (already locked by the caller).
-pub(crate) fn recover<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    config: &Builder,
-) -> Result<Recovered<S>, Error> {
+/// Recovers the channel in `dir` (already locked by the caller). Everything
+/// kept is fsynced before this returns.
+pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> Result<Recovered<S>, Error> {
     let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
-    let mut ids: Vec<u64> = names
-        .iter()
-        .filter_map(|n| parse_segment_file_name(n))
-        .collect();
+    let mut ids: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
     ids.sort_unstable();
+    let spares: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| parse_spare_file_name(n))
+        .map(|n| dir.join(n))
+        .collect();
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
             return Err(Error::MissingSegment {
@@ -65,41 +66,31 @@ pub(crate) fn recover<S: Storage>(
     }
 
     // Headers first: they are small, and a bad one must stop the open before
-    // anything is changed.
-    let mut segments = BTreeMap::new();
-    // Files are opened one at a time: a long channel must not need a
-    // descriptor per segment.
-    let mut files = Vec::with_capacity(ids.len());
+    // anything is changed. Files are opened one at a time: a long channel
+    // must not need a descriptor per segment.
+    let mut segments: BTreeMap<u64, SegMeta> = BTreeMap::new();
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment_file_name(id));
         let newest = i + 1 == ids.len();
-        let file = storage
-            .open(&path, false)
-            .map_err(|e| Error::io(&path, e))?;
-        let header = match read_header(&file, &path, id)? {
-            Some(h) => h,
-            None if newest => {
-                tracing::warn!(path = %path.display(), "removing a segment whose creation was interrupted (no header, no messages)");
+        let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
+        let header = match read_header(&file, &path, id) {
+            Ok(h) => h,
+            Err(e) if newest && holds_no_frame(&file) => {
+                tracing::warn!(path = %path.display(), error = %e, "removing a segment whose creation was interrupted (no valid header, no frames)");
                 drop(file);
                 storage.remove(&path).map_err(|e| Error::io(&path, e))?;
                 storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
                 continue;
             }
-            None => {
-                return Err(Error::BadSegment {
-                    path,
-                    reason: "the segment header is missing (all zeros)".into(),
-                });
-            }
+            Err(e) => return Err(e),
         };
-        if let Some((_, prev)) = segments.last_key_value() {
-            let prev: &SegMeta = prev;
-            if header.base_seq < prev.base_seq || header.base_pos <= prev.base_pos {
-                return Err(Error::BadSegment {
-                    path,
-                    reason: "the header's sequence number or position goes backwards from the previous segment".into(),
-                });
-            }
+        if let Some((_, prev)) = segments.last_key_value()
+            && (header.base_seq < prev.base_seq || header.base_pos <= prev.base_pos)
+        {
+            return Err(Error::BadSegment {
+                path,
+                reason: "the header's sequence number or position goes backwards from the previous segment".into(),
+            });
         }
         segments.insert(
             id,
@@ -108,18 +99,18 @@ pub(crate) fn recover<S: Storage>(
                 base_pos: header.base_pos,
             },
         );
-        files.push((id, path));
     }
 
-    // Older segments must end with a seal frame where the next header says.
-    for pair in files.windows(2) {
-        let ((id, path), (next_id, _)) = (&pair[0], &pair[1]);
-        let (this, next) = (segments[id], segments[next_id]);
-        check_seal(storage, path, *id, this, next)?;
+    // Older segments must end with a seal frame where the next header says;
+    // each is fsynced, since a crash of the process may have left it dirty.
+    let kept: Vec<(u64, SegMeta)> = segments.iter().map(|(&id, &m)| (id, m)).collect();
+    for pair in kept.windows(2) {
+        let ((id, this), (_, next)) = (pair[0], pair[1]);
+        check_seal(storage, &dir.join(segment_file_name(id)), id, this, next)?;
     }
 
-    let Some((id, path)) = files.pop() else {
-        let active = create_segment(storage, dir, config, 1, 0, 0, 0)?;
+    let Some(&(id, meta)) = kept.last() else {
+        let active = create_segment(storage, dir, config, None, 1, 0, 0, 0, true)?;
         segments.insert(
             1,
             SegMeta {
@@ -127,17 +118,22 @@ pub(crate) fn recover<S: Storage>(
                 base_pos: 0,
             },
         );
-        return Ok(Recovered { segments, active });
+        return Ok(Recovered {
+            segments,
+            active,
+            spares,
+        });
     };
-    let meta = segments[&id];
+    let path = dir.join(segment_file_name(id));
     let file = storage.open(&path, true).map_err(|e| Error::io(&path, e))?;
-    let active = reopen_newest(&file, &path, id, meta)?;
+    let (end, next_seq) = reopen_newest(&file, &path, id, meta)?;
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     let file = Arc::new(file);
     let len = file.len().map_err(|e| Error::io(&path, e))?;
-    // Re-reserve in case the file was shrunk or holes were punched by hand.
+    // Re-reserve in case blocks were freed (holes punched, say).
     file.allocate(len).map_err(|e| Error::io(&path, e))?;
     let map = file.map(len, true).map_err(|e| Error::io(&path, e))?;
-    let (map, writer) = SegmentMap::writable(map, active.0);
+    let (map, writer) = SegmentMap::writable(map, end);
     Ok(Recovered {
         segments,
         active: Active {
@@ -145,28 +141,23 @@ pub(crate) fn recover<S: Storage>(
             file,
             map,
             writer,
-            next_seq: active.1,
+            next_seq,
         },
+        spares,
     })
 }
 
-/// Reads and checks a segment header. `Ok(None)`: the file is shorter than a
-/// header or the header is all zeros (never written).
-fn read_header<F: StorageFile>(
-    file: &F,
-    path: &Path,
-    id: u64,
-) -> Result<Option<SegmentHeader>, Error> {
+/// Reads and checks a segment header.
+fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<SegmentHeader, Error> {
     let len = file.len().map_err(|e| Error::io(path, e))?;
     if len < SEGMENT_HEADER_LEN {
-        return Ok(None);
+        return Err(Error::BadSegment {
+            path: path.to_path_buf(),
+            reason: format!("the file is {len} bytes, shorter than a segment header"),
+        });
     }
     let mut raw = [0u8; SEGMENT_HEADER_LEN as usize];
-    file.read_exact_at(&mut raw, 0)
-        .map_err(|e| Error::io(path, e))?;
-    if raw == [0; SEGMENT_HEADER_LEN as usize] {
-        return Ok(None);
-    }
+    file.read_exact_at(&mut raw, 0).map_err(|e| Error::io(path, e))?;
     let header = SegmentHeader::from_bytes(&raw).map_err(|p| match p {
         HeaderProblem::UnknownVersion(version) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -185,49 +176,47 @@ fn read_header<F: StorageFile>(
     if header.id != id {
         return Err(Error::BadSegment {
             path: path.to_path_buf(),
-            reason: format!(
-                "header says segment {} but the file name says {id}",
-                header.id
-            ),
+            reason: format!("header says segment {} but the file name says {id}", header.id),
         });
     }
-    Ok(Some(header))
+    Ok(header)
+}
+
+/// Whether the place of the first frame is empty (all zero or past the end):
+/// such a file holds no message whatever its header says.
+fn holds_no_frame<F: StorageFile>(file: &F) -> bool {
+    let mut raw = [0u8; FRAME_HEADER_LEN as usize];
+    match file.read_exact_at(&mut raw, SEGMENT_HEADER_LEN) {
+        Ok(()) => raw == [0; FRAME_HEADER_LEN as usize],
+        Err(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+    }
 }
 
 /// Checks that an older segment ends with its seal frame where the next
 /// segment's header puts it; if the seal (or more) was lost, seals the segment
-/// after its last valid frame.
-fn check_seal<S: Storage>(
-    storage: &S,
-    path: &Path,
-    id: u64,
-    this: SegMeta,
-    next: SegMeta,
-) -> Result<(), Error> {
-    let file = storage.open(path, false).map_err(|e| Error::io(path, e))?;
-    let len = file.len().map_err(|e| Error::io(path, e))?;
-    let seal_at =
-        (next.base_pos - this.base_pos + SEGMENT_HEADER_LEN).checked_sub(FRAME_HEADER_LEN);
+/// after its last valid frame. Fsyncs the segment either way.
+fn check_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<(), Error> {
+    let io = |e| Error::io(path, e);
+    let file = storage.open(path, false).map_err(io)?;
+    let len = file.len().map_err(io)?;
+    let seal_at = (next.base_pos - this.base_pos + SEGMENT_HEADER_LEN).checked_sub(FRAME_HEADER_LEN);
     if let Some(seal_at) = seal_at.filter(|&at| at + FRAME_HEADER_LEN <= len) {
         let mut raw = [0u8; FRAME_HEADER_LEN as usize];
-        file.read_exact_at(&mut raw, seal_at)
-            .map_err(|e| Error::io(path, e))?;
+        file.read_exact_at(&mut raw, seal_at).map_err(io)?;
         if let Some(h) = FrameHeader::from_bytes(&raw)
             && h.is_seal()
             && h.len == 0
             && h.seq_lo == next.base_seq as u32
-            && h.compute_crc(&[]) == h.crc
+            && h.compute_crc(&[], id) == h.crc
         {
-            return Ok(());
+            return file.sync_data().map_err(io);
         }
     }
     // The seal is not where it should be: find where the valid frames end.
-    let map = SegmentMap::sealed(file.map(len, false).map_err(|e| Error::io(path, e))?);
-    let (end, seq, sealed) = scan(&map, this.base_seq);
-    if sealed {
-        // A seal after fewer bytes than the next header expects: the next
-        // header is what is off. Accept the seal; the reader checks the
-        // sequence numbers when it moves on.
+    let map = SegmentMap::sealed(file.map(len, false).map_err(io)?);
+    let (end, seq, sealed) = scan(&map, id, this.base_seq);
+    drop((map, file));
+    if sealed && seq == next.base_seq {
         return Ok(());
     }
     if seq > next.base_seq {
@@ -240,8 +229,7 @@ fn check_seal<S: Storage>(
             ),
         });
     }
-    drop((map, file));
-    let file = storage.open(path, true).map_err(|e| Error::io(path, e))?;
+    let file = storage.open(path, true).map_err(io)?;
     tracing::warn!(
         segment = id,
         path = %path.display(),
@@ -249,57 +237,51 @@ fn check_seal<S: Storage>(
         lost = next.base_seq - seq,
         "older segment lost its tail (power loss before it was synced); sealing it after its last valid frame"
     );
-    let seal = FrameHeader::new(&[], crate::format::FLAG_SEAL, seq);
-    file.write_all_at(&seal.to_bytes(), end as u64)
-        .map_err(|e| Error::io(path, e))?;
-    file.zero_range(
-        end as u64 + FRAME_HEADER_LEN,
-        len - end as u64 - FRAME_HEADER_LEN,
-    )
-    .map_err(|e| Error::io(path, e))?;
-    file.sync_data().map_err(|e| Error::io(path, e))
+    let seal = FrameHeader::new(&[], FLAG_SEAL, seq, id);
+    let after = end as u64 + FRAME_HEADER_LEN;
+    if after > len {
+        return Err(Error::BadSegment {
+            path: path.to_path_buf(),
+            reason: "no room left to seal the segment after its last valid frame".into(),
+        });
+    }
+    file.write_all_at(&seal.to_bytes(), end as u64).map_err(io)?;
+    file.zero_range(after, len - after).map_err(io)?;
+    file.sync_data().map_err(io)
 }
 
-/// Scans the newest segment, zeroes whatever follows its last valid frame and
-/// returns (write position, next sequence number).
-fn reopen_newest<F: StorageFile>(
-    file: &F,
-    path: &Path,
-    id: u64,
-    meta: SegMeta,
-) -> Result<(usize, u64), Error> {
-    let len = file.len().map_err(|e| Error::io(path, e))?;
-    let map = SegmentMap::sealed(file.map(len, false).map_err(|e| Error::io(path, e))?);
-    let (end, seq, _) = scan(&map, meta.base_seq);
-    let tail = map
-        .read(end, (len as usize - end).min(FRAME_HEADER_LEN as usize))
-        .unwrap_or(&[]);
-    let torn = tail.iter().any(|&b| b != 0);
-    drop(map);
-    if torn {
+/// Scans the newest segment, zeroes whatever follows its last valid frame,
+/// fsyncs it and returns (write position, next sequence number).
+fn reopen_newest<F: StorageFile>(file: &F, path: &Path, id: u64, meta: SegMeta) -> Result<(usize, u64), Error> {
+    let io = |e| Error::io(path, e);
+    let len = file.len().map_err(io)?;
+    let map = SegmentMap::sealed(file.map(len, false).map_err(io)?);
+    let (end, seq, _) = scan(&map, id, meta.base_seq);
+    let rest = len.saturating_sub(end as u64);
+    let tail = map.read(end, rest.min(FRAME_HEADER_LEN) as usize).unwrap_or(&[]);
+    if tail.iter().any(|&b| b != 0) {
         tracing::warn!(
             segment = id,
             path = %path.display(),
             offset = end,
-            trimmed_bytes = len - end as u64,
-            "trimmed a torn or unconfirmed tail from the newest segment"
+            "trimmed a torn, unconfirmed or stale tail from the newest segment"
         );
     }
+    drop(map);
     // Zero the whole rest, not just what looks torn: a power loss can persist
     // a later frame without an earlier one, and such a frame must never come
     // back once new frames are written in front of it.
-    file.zero_range(end as u64, len - end as u64)
-        .map_err(|e| Error::io(path, e))?;
-    file.sync_data().map_err(|e| Error::io(path, e))?;
+    file.zero_range(end as u64, rest).map_err(io)?;
+    file.sync_data().map_err(io)?;
     Ok((end, seq))
 }
 
 /// Walks valid frames from the start. Returns (end of the last valid frame,
 /// next sequence number, whether the walk ended on a seal frame).
-fn scan<M: crate::storage::StorageMap>(map: &SegmentMap<M>, base_seq: u64) -> (usize, u64, bool) {
+fn scan<M: StorageMap>(map: &SegmentMap<M>, id: u64, base_seq: u64) -> (usize, u64, bool) {
     let mut pos = SEGMENT_HEADER_LEN as usize;
     let mut seq = base_seq;
-    while let Ok(Some(frame)) = read_frame(map, pos, seq) {
+    while let Ok(Some(frame)) = read_frame(map, id, pos, seq) {
         if frame.header.is_seal() {
             return (pos, seq, true);
         }
@@ -309,48 +291,68 @@ fn scan<M: crate::storage::StorageMap>(map: &SegmentMap<M>, base_seq: u64) -> (u
     (pos, seq, false)
 }
 
-/// Creates, reserves and maps a new segment; writes and (with `sync`) syncs
-/// its header. The caller syncs the directory.
+/// Creates segment `id` — from `spare` (a consumed segment file kept for
+/// reuse, whose pages are likely still cached) when given, else as a new
+/// file with its space reserved — writes its header and maps it. With
+/// `sync`, the header and the directory entry are fsynced before it is
+/// returned; otherwise the caller must sync the directory before it reports
+/// anything in the segment durable.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &Builder,
+    spare: Option<PathBuf>,
     id: u64,
     base_seq: u64,
     base_pos: u64,
     first_len: u64,
+    sync: bool,
 ) -> Result<Active<S>, Error> {
     let path = dir.join(segment_file_name(id));
-    let file = storage.create_new(&path).map_err(|e| Error::io(&path, e))?;
-    let capacity = config.segment_capacity(first_len);
-    let setup = || -> std::io::Result<_> {
-        file.allocate(capacity)?;
-        let header = SegmentHeader {
-            id,
-            base_seq,
-            base_pos,
-        };
-        file.write_all_at(&header.to_bytes(), 0)?;
-        file.map(capacity, true)
-    };
-    match setup() {
-        Ok(map) => {
-            let (map, writer) = SegmentMap::writable(map, SEGMENT_HEADER_LEN as usize);
-            Ok(Active {
-                id,
-                file: Arc::new(file),
-                map,
-                writer,
-                next_seq: base_seq,
-            })
-        }
-        Err(e) => {
-            // Leave no half-made segment behind: nothing was written to it.
-            drop(file);
-            if let Err(rm) = storage.remove(&path) {
-                tracing::warn!(path = %path.display(), error = %rm, "could not remove a segment whose creation failed");
+    let header = SegmentHeader { id, base_seq, base_pos }.to_bytes();
+    let io = |e| Error::io(&path, e);
+    let file = match spare {
+        Some(spare) => {
+            // Header first, then the rename: `segment.N` never exists without
+            // its own header. Stale frames after it fail their CRC, which
+            // covers the segment id.
+            let f = storage.open(&spare, true).map_err(|e| Error::io(&spare, e))?;
+            f.write_all_at(&header, 0).map_err(|e| Error::io(&spare, e))?;
+            if sync {
+                f.sync_data().map_err(|e| Error::io(&spare, e))?;
             }
-            Err(Error::io(&path, e))
+            storage.rename(&spare, &path).map_err(io)?;
+            f
         }
+        None => {
+            let f = storage.create_new(&path).map_err(io)?;
+            let setup = f
+                .allocate(config.segment_capacity(first_len))
+                .and_then(|()| f.write_all_at(&header, 0))
+                .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+            if let Err(e) = setup {
+                // Leave no half-made segment behind: nothing was written to it.
+                drop(f);
+                if let Err(rm) = storage.remove(&path) {
+                    tracing::warn!(path = %path.display(), error = %rm, "could not remove a segment whose creation failed");
+                }
+                return Err(io(e));
+            }
+            f
+        }
+    };
+    if sync {
+        storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
+    let len = file.len().map_err(io)?;
+    let map = file.map(len, true).map_err(io)?;
+    let (map, writer) = SegmentMap::writable(map, SEGMENT_HEADER_LEN as usize);
+    Ok(Active {
+        id,
+        file: Arc::new(file),
+        map,
+        writer,
+        next_seq: base_seq,
+    })
 }

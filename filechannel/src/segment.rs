@@ -22,12 +22,13 @@ pub(crate) struct Frame {
     pub next: usize,
 }
 
-/// Reads and checks the frame at `pos`, which should carry sequence number
-/// `seq`. `Ok(None)` when the bytes there are not published yet (or the map
+/// Reads and checks the frame at `pos` of segment `segment`, which should
+/// carry sequence number `seq`. `Ok(None)` when the bytes there are not published yet (or the map
 /// ends). `Err(reason)` when they are, but are not a valid frame.
 #[inline]
 pub(crate) fn read_frame<M: StorageMap>(
     map: &SegmentMap<M>,
+    segment: u64,
     pos: usize,
     seq: u64,
 ) -> Result<Option<Frame>, &'static str> {
@@ -50,7 +51,7 @@ pub(crate) fn read_frame<M: StorageMap>(
         // published runs past the file: damaged.
         return Err("frame length runs past the end of the segment");
     };
-    if header.compute_crc(payload) != header.crc {
+    if header.compute_crc(payload, segment) != header.crc {
         return Err("checksum mismatch");
     }
     if header.seq_lo != seq as u32 {

@@ -3,6 +3,7 @@
 //! no syscall), sealing and rotating segments, and group-committing fsyncs.
 
 use crate::channel::Shared;
+use crate::config::Durability;
 use crate::error::{Error, SendError};
 use crate::format::{self, FLAG_SEAL, FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN};
 use crate::recovery::{Active, create_segment};
@@ -22,7 +23,7 @@ pub(crate) struct Writer<S: Storage> {
     /// Sealed segments not fsynced yet (non-`Sync` modes); the flusher or the
     /// next `sync()` syncs them.
     pub unsynced: Vec<Arc<S::File>>,
-    /// A segment was created since the directory was last synced.
+    /// The directory changed (a segment was created) since it was synced.
     pub dir_dirty: bool,
     /// Set by `close`; checked under the lock so no send slips in after it.
     pub closed: bool,
@@ -55,15 +56,15 @@ impl<S: Storage> Writer<S> {
 }
 
 impl<S: Storage> Shared<S> {
-    /// Appends one message. Returns its sequence number.
+    /// Appends one message and returns its sequence number. In `Buffered`
+    /// and `Flush` mode the message is visible to receivers when this
+    /// returns; in `Sync` mode only once [`sync_to`](Self::sync_to) has made
+    /// it durable.
     #[inline]
     pub(crate) fn append(&self, msg: &[u8], flags: u8) -> Result<u64, SendError> {
         let max = self.config.max_message_size;
         if msg.len() > max {
-            return Err(SendError::TooLarge {
-                size: msg.len(),
-                max,
-            });
+            return Err(SendError::TooLarge { size: msg.len(), max });
         }
         // The CRC of the payload needs no lock.
         let crc = format::payload_crc(msg);
@@ -79,17 +80,18 @@ impl<S: Storage> Shared<S> {
             self.rotate(&mut w, msg.len() as u64)?;
         }
         let seq = w.next_seq;
-        let header = FrameHeader::with_payload_crc(crc, msg.len(), flags, seq).to_bytes();
+        let header = FrameHeader::with_payload_crc(crc, msg.len(), flags, seq, w.id).to_bytes();
         if !w.map.append(&[&header, msg], frame_len as usize) {
             // `fits` (or the fresh segment's capacity) guarantees room.
-            return Err(self.poison_with(
-                &w,
-                std::io::Error::other("segment map too short for a frame that was checked to fit"),
-            ));
+            let e = std::io::Error::other("segment map too short for a frame that was checked to fit");
+            return Err(self.poison_with(&w, e));
         }
-        w.map.publish();
         w.next_seq = seq + 1;
-        self.published_seq.store(seq + 1, Ordering::Release);
+        self.written_seq.store(seq + 1, Ordering::Release);
+        if self.config.durability != Durability::Sync {
+            w.map.publish();
+            self.published_seq.store(seq + 1, Ordering::Release);
+        }
         Ok(seq)
     }
 
@@ -97,42 +99,53 @@ impl<S: Storage> Shared<S> {
     /// frame of `first_len` payload bytes.
     #[cold]
     fn rotate(&self, w: &mut Writer<S>, first_len: u64) -> Result<(), SendError> {
-        let sync = self.config.durability == crate::Durability::Sync;
+        let sync = self.config.durability == Durability::Sync;
         let new_id = w.id + 1;
         let seal_pos = w.channel_pos() + FRAME_HEADER_LEN;
-        let active = match create_segment(
+        let spare = self
+            .catalog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_spare(&self.config, first_len);
+        let created = create_segment(
             &self.storage,
             &self.dir,
             &self.config,
+            spare,
             new_id,
             w.next_seq,
             seal_pos,
             first_len,
-        ) {
+            sync,
+        );
+        let active = match created {
             Ok(a) => a,
             Err(Error::Io { path, source }) if is_disk_full(&source) => {
                 // Nothing was written: the sender stays usable and the next
                 // send tries again (once receivers let segments go).
                 return Err(SendError::DiskFull { path });
             }
-            Err(Error::Io { path, source }) => {
-                let source = Arc::new(source);
-                let _ = self.poison.set(Arc::clone(&source));
-                return Err(SendError::Io { path, source });
-            }
+            Err(Error::Io { source, .. }) => return Err(self.poison_with(w, source)),
             Err(other) => return Err(self.poison_with(w, std::io::Error::other(other.to_string()))),
         };
-        if sync {
-            // The new header must be durable before the directory entry that
-            // makes it part of the channel.
-            if let Err(e) = active.file.sync_data() {
-                return Err(self.poison_with(w, e));
-            }
-        }
         let old_file = std::mem::replace(&mut w.file, Arc::clone(&active.file));
         let new_map = Arc::clone(&active.map);
-        let mut old_writer = std::mem::replace(&mut w.map, active.writer);
-        let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq).to_bytes();
+        let mut old = std::mem::replace(&mut w.map, active.writer);
+        let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq, w.id).to_bytes();
+        // `fits` kept room for the seal.
+        let _ = old.append(&[&seal], FRAME_HEADER_LEN as usize);
+        w.id = new_id;
+        w.base_pos = seal_pos;
+        if sync {
+            // Everything in the old segment becomes visible only once durable.
+            if let Err(e) = old_file.sync_data().and_then(|()| self.storage.sync_dir(&self.dir)) {
+                old.discard_unpublished();
+                return Err(self.poison_with(w, e));
+            }
+        } else {
+            w.unsynced.push(old_file);
+            w.dir_dirty = true;
+        }
         {
             // Readers map segments under the catalog lock, so they see the new
             // segment registered and the old one sealed together.
@@ -146,23 +159,9 @@ impl<S: Storage> Shared<S> {
             );
             cat.active_id = new_id;
             cat.active_map = new_map;
-            // `fits` kept room for the seal.
-            let _ = old_writer.append(&[&seal], FRAME_HEADER_LEN as usize);
-            old_writer.publish();
+            old.publish();
         }
-        w.id = new_id;
-        w.base_pos = seal_pos;
-        if sync {
-            let synced = old_file
-                .sync_data()
-                .and_then(|()| self.storage.sync_dir(&self.dir));
-            if let Err(e) = synced {
-                return Err(self.poison_with(w, e));
-            }
-        } else {
-            w.unsynced.push(old_file);
-            w.dir_dirty = true;
-        }
+        self.published_seq.fetch_max(w.next_seq, Ordering::AcqRel);
         Ok(())
     }
 
@@ -180,11 +179,9 @@ impl<S: Storage> Shared<S> {
     /// Makes every message up to `target` (a sequence number, exclusive)
     /// durable. Concurrent callers share one fsync: the first becomes the
     /// leader and syncs everything written so far; the others wait for it.
+    /// In `Sync` mode the leader then publishes what it synced.
     pub(crate) fn sync_to(&self, target: u64) -> Result<(), SendError> {
-        let mut st = self
-            .sync_state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(e) = self.poison.get() {
                 return Err(SendError::Poisoned(Arc::clone(e)));
@@ -195,24 +192,16 @@ impl<S: Storage> Shared<S> {
             if !st.in_progress {
                 break;
             }
-            st = self
-                .sync_cv
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
+            st = self.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
         st.in_progress = true;
         drop(st);
 
-        let (file, sealed, dir_dirty, upto, id) = {
+        let (file, sealed, dir_dirty, upto, id, pos) = {
             let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let dir_dirty = std::mem::take(&mut w.dir_dirty);
-            (
-                Arc::clone(&w.file),
-                std::mem::take(&mut w.unsynced),
-                dir_dirty,
-                w.next_seq,
-                w.id,
-            )
+            let sealed = std::mem::take(&mut w.unsynced);
+            (Arc::clone(&w.file), sealed, dir_dirty, w.next_seq, w.id, w.map.pos())
         };
         let result = sealed
             .iter()
@@ -226,31 +215,72 @@ impl<S: Storage> Shared<S> {
                 }
             });
 
-        let mut st = self
-            .sync_state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        st.in_progress = false;
         let outcome = match result {
             Ok(()) => {
-                st.synced = st.synced.max(upto);
-                self.synced_seq.store(st.synced, Ordering::Release);
-                Ok(())
+                if self.config.durability == Durability::Sync {
+                    let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                    if w.id == id {
+                        w.map.publish_to(pos);
+                    }
+                    drop(w);
+                    self.published_seq.fetch_max(upto, Ordering::AcqRel);
+                    self.notify.notify_if_waiting();
+                }
+                self.synced_seq.fetch_max(upto, Ordering::AcqRel);
+                Ok(upto)
             }
             Err(e) => {
                 // Never retried: after a failed fsync the kernel may have
-                // dropped the dirty pages, so a later success would lie.
-                let source = Arc::new(e);
-                let _ = self.poison.set(Arc::clone(&source));
-                tracing::error!(segment = id, error = %source, "fsync failed; channel writer poisoned");
-                Err(SendError::Io {
-                    path: self.dir.join(format::segment_file_name(id)),
-                    source,
-                })
+                // dropped the dirty pages, so a later success would lie. The
+                // frames it covered are erased, so they are never delivered.
+                let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                if self.config.durability == Durability::Sync && w.id == id {
+                    w.map.discard_unpublished();
+                }
+                Err(self.poison_with(&w, e))
             }
         };
+        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.in_progress = false;
+        if let Ok(upto) = outcome {
+            st.synced = st.synced.max(upto);
+        }
+        drop(st);
         self.sync_cv.notify_all();
-        outcome
+        outcome.map(drop)
+    }
+
+    /// Fsyncs sealed segments and the directory in the background (called by
+    /// the flusher), so that a power loss costs at most the active segment.
+    /// Takes the group-commit leadership so a concurrent `sync()` waits for
+    /// it rather than finding nothing to do and returning early.
+    pub(crate) fn sync_sealed(&self) {
+        {
+            let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+            if st.in_progress || self.poison.get().is_some() {
+                return;
+            }
+            st.in_progress = true;
+        }
+        let (sealed, dir_dirty) = {
+            let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut w.unsynced), std::mem::take(&mut w.dir_dirty))
+        };
+        let result = sealed.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
+            if dir_dirty {
+                self.storage.sync_dir(&self.dir)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = self.poison_with(&w, e);
+        }
+        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.in_progress = false;
+        drop(st);
+        self.sync_cv.notify_all();
     }
 }
 
@@ -267,6 +297,6 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
 pub(crate) struct SyncState {
     /// Every message below this sequence number is durable.
     pub synced: u64,
-    /// A leader is syncing now.
+    /// A leader (a `sync_to` caller or the flusher) is syncing now.
     pub in_progress: bool,
 }

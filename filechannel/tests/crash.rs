@@ -57,17 +57,10 @@ fn reopen_after_sigkill_keeps_every_confirmed_message() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let mut child = spawn_child(
-            "reopen_after_sigkill_keeps_every_confirmed_message",
-            dir.path(),
-        );
+        let mut child = spawn_child("reopen_after_sigkill_keeps_every_confirmed_message", dir.path());
         let stdout = child.stdout.take().unwrap();
         // Every fourth kill lands during open, before the child says "open".
-        let delay = if iteration % 4 == 0 {
-            rng % 5
-        } else {
-            5 + rng % 60
-        };
+        let delay = if iteration % 4 == 0 { rng % 5 } else { 5 + rng % 60 };
         let reader = std::thread::spawn(move || {
             let mut confirmed: Option<u64> = None;
             for line in BufReader::new(stdout).lines() {
@@ -83,18 +76,11 @@ fn reopen_after_sigkill_keeps_every_confirmed_message() {
         child.wait().unwrap();
         let confirmed = reader.join().unwrap();
 
-        let ch = FileChannel::builder()
-            .segment_size(64 << 10)
-            .open(dir.path())
-            .unwrap();
+        let ch = FileChannel::builder().segment_size(64 << 10).open(dir.path()).unwrap();
         let mut rx = ch.rx_ack(); // never acks: the next iteration re-reads all
         let mut next = 0;
         for m in drain(&mut rx) {
-            assert_eq!(
-                check_payload(&m),
-                next,
-                "iteration {iteration}: out of order"
-            );
+            assert_eq!(check_payload(&m), next, "iteration {iteration}: out of order");
             next += 1;
         }
         if let Some(c) = confirmed {

@@ -29,10 +29,7 @@ fn mount_tmpfs(at: &Path, size: &str) -> Option<Mount> {
 }
 
 fn open(dir: &Path) -> FileChannel {
-    FileChannel::builder()
-        .segment_size(256 << 10)
-        .open(dir)
-        .unwrap()
+    FileChannel::builder().segment_size(256 << 10).open(dir).unwrap()
 }
 
 #[test]
@@ -62,16 +59,10 @@ fn disk_full_is_reported_nothing_confirmed_is_lost_and_sending_resumes() {
                 Err(e) => break e,
             }
         };
-        assert!(
-            matches!(err, SendError::DiskFull { .. }),
-            "cycle {cycle}: {err:?}"
-        );
+        assert!(matches!(err, SendError::DiskFull { .. }), "cycle {cycle}: {err:?}");
         assert!(err.to_string().contains("disk full"), "{err}");
         assert!(err.is_disk_full());
-        assert!(
-            next_send > next_recv + 1000,
-            "cycle {cycle}: should have filled ~2 MiB"
-        );
+        assert!(next_send > next_recv + 1000, "cycle {cycle}: should have filled ~2 MiB");
         // Everything confirmed is there, in order.
         for m in drain(&mut rx) {
             assert_eq!(check_payload(&m), next_recv);

@@ -15,10 +15,7 @@ fn single_sender_order_is_kept_across_many_segments() {
     for seq in 0..3000 {
         tx.send(&payload(seq, size_for(seq, 300))).unwrap();
     }
-    assert!(
-        segment_files(dir.path()).len() > 50,
-        "the test should rotate a lot"
-    );
+    assert!(segment_files(dir.path()).len() > 50, "the test should rotate a lot");
     for seq in 0..3000 {
         assert_eq!(check_payload(&rx.recv_ref().unwrap()), seq);
     }
@@ -122,10 +119,7 @@ fn blocking_recv_wakes_for_a_send_from_another_thread_in_every_mode() {
     use filechannel::Durability::*;
     for mode in [Buffered, Flush, Sync] {
         let dir = tempfile::tempdir().unwrap();
-        let ch = FileChannel::builder()
-            .durability(mode)
-            .open(dir.path())
-            .unwrap();
+        let ch = FileChannel::builder().durability(mode).open(dir.path()).unwrap();
         let mut rx = ch.rx();
         let tx = ch.tx();
         let t = thread::spawn(move || {
@@ -186,16 +180,8 @@ fn recv_timeout_times_out_then_receives() {
     let ch = FileChannel::open(dir.path()).unwrap();
     let mut rx = ch.rx();
     let start = Instant::now();
-    assert!(
-        rx.recv_timeout(Duration::from_millis(30))
-            .unwrap_err()
-            .is_timeout()
-    );
+    assert!(rx.recv_timeout(Duration::from_millis(30)).unwrap_err().is_timeout());
     assert!(start.elapsed() >= Duration::from_millis(30));
     ch.tx().send(b"x").unwrap();
-    assert_eq!(
-        rx.recv_deadline(Instant::now() + Duration::from_secs(5))
-            .unwrap(),
-        b"x"
-    );
+    assert_eq!(rx.recv_deadline(Instant::now() + Duration::from_secs(5)).unwrap(), b"x");
 }

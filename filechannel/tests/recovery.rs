@@ -31,10 +31,7 @@ fn read_all(dir: &Path) -> Vec<u64> {
 /// Offset just past the last non-zero byte of a file.
 fn data_end(path: &Path) -> u64 {
     let bytes = std::fs::read(path).unwrap();
-    bytes
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |p| p as u64 + 1)
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1)
 }
 
 #[test]
@@ -84,11 +81,7 @@ fn corrupt_frame_in_sealed_segment_is_a_typed_error_not_skipped() {
     assert!(segs.len() > 3);
     let victim = &segs[1];
     // Flip a bit in the payload of the first frame of the second segment.
-    let f = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .open(victim)
-        .unwrap();
+    let f = OpenOptions::new().write(true).read(true).open(victim).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, 64 + 16 + 10).unwrap();
     f.write_all_at(&[b[0] ^ 0x10], 64 + 16 + 10).unwrap();
@@ -106,9 +99,7 @@ fn corrupt_frame_in_sealed_segment_is_a_typed_error_not_skipped() {
         }
     };
     match &err {
-        RecvError::Corrupted {
-            segment, offset, ..
-        } => {
+        RecvError::Corrupted { segment, offset, .. } => {
             assert_eq!(segment, victim);
             assert_eq!(*offset, 64);
         }
@@ -128,10 +119,7 @@ fn missing_middle_segment_fails_open_naming_it() {
     let err = FileChannel::open(dir.path()).unwrap_err();
     match err {
         Error::MissingSegment {
-            missing,
-            before,
-            after,
-            ..
+            missing, before, after, ..
         } => {
             assert_eq!((missing, before, after), (3, 2, 4));
         }
@@ -199,14 +187,8 @@ fn files_that_are_not_the_channels_are_left_alone() {
         let mut rx = ch.rx();
         assert_eq!(drain(&mut rx).len(), 300);
     }
-    assert_eq!(
-        std::fs::read(dir.path().join("README.txt")).unwrap(),
-        b"mine"
-    );
-    assert_eq!(
-        std::fs::read(dir.path().join("segment.notes")).unwrap(),
-        b"also mine"
-    );
+    assert_eq!(std::fs::read(dir.path().join("README.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(dir.path().join("segment.notes")).unwrap(), b"also mine");
 }
 
 #[test]
@@ -234,8 +216,7 @@ fn older_segment_that_lost_its_seal_is_resealed_after_its_last_valid_frame() {
     let victim = &segs[1];
     let end = data_end(victim);
     let f = OpenOptions::new().write(true).open(victim).unwrap();
-    f.write_all_at(&vec![0u8; 16 + 16 + 112], end - 16 - 112 - 16)
-        .unwrap();
+    f.write_all_at(&vec![0u8; 16 + 16 + 112], end - 16 - 112 - 16).unwrap();
     drop(f);
     let got = read_all(dir.path());
     // One message is lost (unconfirmed data, power loss); everything else
@@ -262,9 +243,6 @@ fn bad_configuration_is_an_error_not_a_panic() {
 fn a_file_in_place_of_the_directory_is_an_io_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("file");
-    std::fs::File::create(&path)
-        .unwrap()
-        .seek(SeekFrom::Start(0))
-        .unwrap();
+    std::fs::File::create(&path).unwrap().seek(SeekFrom::Start(0)).unwrap();
     assert!(matches!(FileChannel::open(&path), Err(Error::Io { .. })));
 }

@@ -75,11 +75,7 @@ impl Storage for Fs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<FsFile> {
-        OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map(FsFile)
+        OpenOptions::new().read(true).write(writable).open(path).map(FsFile)
     }
 
     fn open_or_create(&self, path: &Path) -> io::Result<FsFile> {
@@ -121,8 +117,10 @@ impl StorageFile for FsFile {
         match fallocate(&self.0, FallocateFlags::empty(), 0, len) {
             Ok(()) => Ok(()),
             // A file system without fallocate: fall back to writing zeros,
-            // which reserves the blocks just the same (and fails with ENOSPC
-            // here rather than later through the map).
+            // which reserves the blocks on in-place file systems (and fails
+            // with ENOSPC here rather than later through the map). Copy-on-
+            // write file systems (btrfs, ZFS) support fallocate; without it
+            // they could not promise the space at all.
             Err(rustix::io::Errno::OPNOTSUPP) => {
                 let cur = self.len()?;
                 if cur < len {
@@ -154,9 +152,7 @@ impl StorageFile for FsFile {
             len,
         ) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => {
-                write_zeros(&self.0, offset, len)
-            }
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => write_zeros(&self.0, offset, len),
             Err(e) => Err(e.into()),
         }
     }
@@ -204,7 +200,7 @@ unsafe impl StorageMap for FsMap {
     }
 
     fn prefault_write(&self, offset: usize, len: usize) {
-        let page = 4096;
+        let page = rustix::param::page_size();
         let start = offset / page * page;
         let end = (offset + len).min(self.0.len());
         if start >= end {

@@ -125,11 +125,7 @@ impl<M: StorageMap> MapWriter<M> {
             // it, and this is the map's only writer; `part` is our caller's
             // memory, which cannot overlap the map's unpublished bytes.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    part.as_ptr(),
-                    self.map.map.as_ptr().add(at),
-                    part.len(),
-                );
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.map.as_ptr().add(at), part.len());
             }
             at += part.len();
         }
@@ -141,5 +137,27 @@ impl<M: StorageMap> MapWriter<M> {
     #[inline]
     pub(crate) fn publish(&self) {
         self.map.published.store(self.pos, Ordering::Release);
+    }
+
+    /// Makes the bytes up to `pos` (a position this writer has passed) final
+    /// and visible; never moves the published mark back.
+    pub(crate) fn publish_to(&self, pos: usize) {
+        self.map.published.fetch_max(pos.min(self.pos), Ordering::AcqRel);
+    }
+
+    /// Erases everything appended but not published (zeroes it in the map)
+    /// and moves the write position back: used when those frames' fsync
+    /// failed, so that they are never delivered.
+    pub(crate) fn discard_unpublished(&mut self) {
+        let published = self.map.published();
+        if self.pos > published {
+            // SAFETY: `[published, pos)` is inside the mapping (pos <= len),
+            // writable, not visible to any reader (above `published`), and
+            // this is the map's only writer.
+            unsafe {
+                std::ptr::write_bytes(self.map.map.as_ptr().add(published), 0, self.pos - published);
+            }
+            self.pos = published;
+        }
     }
 }

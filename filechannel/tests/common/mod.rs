@@ -27,17 +27,9 @@ pub fn size_for(seq: u64, max: usize) -> usize {
 
 /// The sequence number a [`payload`] carries, after checking all its bytes.
 pub fn check_payload(msg: &[u8]) -> u64 {
-    assert!(
-        msg.len() >= 8,
-        "message of {} bytes is too short to be ours",
-        msg.len()
-    );
+    assert!(msg.len() >= 8, "message of {} bytes is too short to be ours", msg.len());
     let seq = u64::from_le_bytes(msg[..8].try_into().unwrap());
-    assert_eq!(
-        msg,
-        payload(seq, msg.len()),
-        "payload of message {seq} is corrupt"
-    );
+    assert_eq!(msg, payload(seq, msg.len()), "payload of message {seq} is corrupt");
     seq
 }
 
@@ -56,13 +48,7 @@ pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("segment.")
-        })
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("segment."))
         .collect();
     v.sort();
     v
