@@ -103,6 +103,8 @@ impl<S: Storage> HeadFile<S> {
 pub(crate) struct Catalog<S: Storage> {
     pub segments: BTreeMap<u64, SegMeta>,
     pub active_id: u64,
+    /// The writer's map of the active segment (for its published mark and the
+    /// flusher's prefaulting; receivers map the file themselves).
     pub active_map: Arc<SegmentMap<MapOf<S>>>,
     /// Cursors of live receivers.
     pub cursors: Vec<Arc<Cursor>>,
@@ -124,22 +126,22 @@ pub(crate) struct Entered<S: Storage> {
 }
 
 impl<S: Storage> Catalog<S> {
-    /// Maps segment `id` for reading: the writer's own map if it is the
-    /// active one, else a read-only map of the sealed file. `None` if the
-    /// segment does not exist.
+    /// Maps segment `id` read-only for a receiver; for the active segment the
+    /// map follows the writer's published mark. `None` if the segment does not
+    /// exist.
     pub(crate) fn enter(&self, storage: &S, dir: &Path, id: u64) -> std::io::Result<Option<Entered<S>>> {
         let Some(&meta) = self.segments.get(&id) else {
             return Ok(None);
         };
-        if id == self.active_id {
-            return Ok(Some(Entered {
-                map: Arc::clone(&self.active_map),
-                meta,
-            }));
-        }
         let file = storage.open(&dir.join(segment_file_name(id)), false)?;
         let len = file.len()?;
-        let map = SegmentMap::sealed(file.map(len, false)?);
+        let map = file.map(len, false)?;
+        let map = if id == self.active_id {
+            // Read-only, following the writer's mark (see `storage::map`).
+            SegmentMap::follower(map, &self.active_map)
+        } else {
+            SegmentMap::sealed(map)
+        };
         Ok(Some(Entered { map, meta }))
     }
 

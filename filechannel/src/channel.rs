@@ -7,7 +7,7 @@ use crate::format;
 use crate::notify::Notifier;
 use crate::receiver::{AckReceiver, Receiver};
 use crate::recovery::recover;
-use crate::storage::{Fs, Storage, StorageFile};
+use crate::storage::{Fs, MapOf, SegmentMap, Storage, StorageFile};
 use crate::writer::{SyncState, Writer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,17 +37,28 @@ pub(crate) struct Shared<S: Storage> {
     pub closed: AtomicBool,
     /// `FileChannel` and `Sender` handles alive; the last one closes.
     handles: AtomicUsize,
-    flusher: Flusher,
+    pub flusher: Flusher,
     lock: Mutex<Option<S::Lock>>,
 }
 
 /// The background thread: wakes blocked receivers within `flush_interval`
 /// (what `Buffered` mode relies on), faults in pages ahead of the writer and
 /// fsyncs sealed segments. It parks when there is nothing to do.
+///
+/// Aligned to its own cache lines: senders only read `idle`, and must not
+/// share a line with what the flusher writes.
 #[derive(Default)]
-struct Flusher {
+#[repr(align(128))]
+pub(crate) struct Flusher {
     idle: AtomicBool,
     stop: AtomicBool,
+    /// A sealed segment waits for its background fsync.
+    pub sealed_pending: AtomicBool,
+    /// A receiver moved on: segments may be collectable.
+    pub gc_pending: AtomicBool,
+    /// Id of the active segment (the flusher re-reads the catalog when it
+    /// changes).
+    pub active_seg: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -134,6 +145,7 @@ impl<S: Storage> FileChannel<S> {
             head.seq = next_seq;
         }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
+        let active_id = active.id;
         let mut spares = Vec::new();
         for path in recovered.spares {
             let len = storage
@@ -168,7 +180,10 @@ impl<S: Storage> FileChannel<S> {
             poison: OnceLock::new(),
             closed: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
-            flusher: Flusher::default(),
+            flusher: Flusher {
+                active_seg: AtomicU64::new(active_id),
+                ..Flusher::default()
+            },
             lock: Mutex::new(Some(lock)),
             storage,
             dir: dir.to_path_buf(),
@@ -352,8 +367,9 @@ fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
 fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Duration) {
     let mut notified_seq = 0;
     let mut last_seq = 0;
-    // (segment, position up to which its pages have been faulted in)
-    let mut prefaulted: (u64, usize) = (0, 0);
+    // The active segment's map, and how far its pages have been faulted in.
+    let mut active: Option<(u64, Arc<SegmentMap<MapOf<S>>>)> = None;
+    let mut prefaulted = 0;
     loop {
         let Some(sh) = shared.upgrade() else { return };
         if sh.flusher.stop.load(Ordering::Acquire) {
@@ -364,39 +380,57 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             sh.notify.notify_all();
             notified_seq = seq;
         }
-        sh.sync_sealed();
-        let (map, id, pos) = {
-            let w = sh.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            (Arc::clone(w.map.map()), w.id, w.map.pos())
-        };
-        if prefaulted.0 != id || prefaulted.1 < pos {
-            prefaulted = (id, pos);
+        // Faulting pages in ahead of the writer takes the kernel's page
+        // allocation off the send path. No lock is taken here that senders
+        // take on every send.
+        let seg = sh.flusher.active_seg.load(Ordering::Acquire);
+        if active.as_ref().is_none_or(|(id, _)| *id != seg) {
+            let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            active = Some((cat.active_id, Arc::clone(&cat.active_map)));
+            prefaulted = 0;
         }
-        let want = (pos + PREFAULT_WINDOW).min(map.len());
-        let behind = prefaulted.1 < want;
-        if behind {
-            let step = (want - prefaulted.1).min(PREFAULT_STEP);
-            map.prefault_write(prefaulted.1, step);
-            prefaulted.1 += step;
+        // After dropping our map of the sealed segment: syncing a file that
+        // is still mapped writable costs a TLB shootdown per page.
+        if sh.flusher.sealed_pending.swap(false, Ordering::AcqRel) {
+            sh.sync_sealed();
         }
-        drop(map);
+        if sh.flusher.gc_pending.swap(false, Ordering::AcqRel) {
+            let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            cat.collect(&sh.storage, &sh.dir, sh.is_sync());
+        }
+        let mut behind = false;
+        if let Some((_, map)) = &active {
+            let pos = map.published();
+            prefaulted = prefaulted.max(pos);
+            let want = (pos + PREFAULT_WINDOW).min(map.len());
+            if prefaulted < want {
+                let step = (want - prefaulted).min(PREFAULT_STEP);
+                map.prefault_write(prefaulted, step);
+                prefaulted += step;
+                behind = prefaulted < want;
+            }
+        }
         let written = sh.written_seq.load(Ordering::Acquire);
-        let active = behind || written != last_seq;
+        let busy = behind || written != last_seq || sh.notify.has_waiters();
         last_seq = written;
-        if !active && !sh.notify.has_waiters() {
+        if !busy {
             sh.flusher.idle.store(true, Ordering::SeqCst);
+            // Re-check after announcing idleness: a receiver that started
+            // waiting or a sender that wrote since has seen `idle` (and will
+            // unpark us) or is seen here.
+            if sh.notify.has_waiters() || sh.written_seq.load(Ordering::SeqCst) != last_seq {
+                sh.flusher.idle.store(false, Ordering::SeqCst);
+            }
         }
-        // Re-check after announcing idleness: a receiver that started waiting
-        // or a sender that wrote in between has seen `idle` and unparks us.
-        let idle = sh.flusher.idle.load(Ordering::SeqCst) && !sh.notify.has_waiters();
+        let idle = sh.flusher.idle.load(Ordering::SeqCst);
         drop(sh);
         if idle {
             std::thread::park_timeout(Duration::from_millis(50));
+            if let Some(sh) = shared.upgrade() {
+                sh.flusher.idle.store(false, Ordering::SeqCst);
+            }
         } else if !behind {
             std::thread::park_timeout(interval);
-        }
-        if let Some(sh) = shared.upgrade() {
-            sh.flusher.idle.store(false, Ordering::SeqCst);
         }
     }
 }

@@ -40,7 +40,13 @@ pub struct Receiver<S: Storage = Fs> {
     entered: VecDeque<(u64, u64)>,
     /// Mapping the start segment failed at creation; retried on first use.
     needs_enter: bool,
+    /// Pages of the map below this are mapped in already.
+    populated: usize,
 }
+
+/// How far ahead of its position a receiver maps pages in, in one syscall,
+/// rather than taking a page fault every few pages.
+const READ_AHEAD: usize = 1 << 20;
 
 /// A received message, borrowed from the segment's memory map: no copy. It is
 /// valid until the next call on the receiver.
@@ -114,6 +120,7 @@ impl<S: Storage> Receiver<S> {
             acking,
             entered: entered_q,
             needs_enter,
+            populated: 0,
         }
     }
 
@@ -146,6 +153,9 @@ impl<S: Storage> Receiver<S> {
             }
             let seq = self.seq;
             self.pos = frame.next;
+            if frame.next > self.populated {
+                self.read_ahead();
+            }
             self.seq = seq + 1;
             if seq < self.skip_below {
                 continue;
@@ -158,6 +168,14 @@ impl<S: Storage> Receiver<S> {
                 len: frame.header.len as usize,
             }));
         }
+    }
+
+    #[cold]
+    fn read_ahead(&mut self) {
+        let from = self.populated.max(self.pos);
+        self.map.prefault_read(from, READ_AHEAD);
+        // Never past what is published: the rest is populated once written.
+        self.populated = (from + READ_AHEAD).min(self.map.published());
     }
 
     /// Moves to segment `id` and lets the catalog collect the one left.
@@ -204,6 +222,7 @@ impl<S: Storage> Receiver<S> {
         self.pos = SEGMENT_HEADER_LEN as usize;
         self.seq = base;
         self.needs_enter = false;
+        self.populated = 0;
         if self.acking {
             self.entered.push_back((id, base));
         } else {
@@ -213,10 +232,11 @@ impl<S: Storage> Receiver<S> {
         Ok(())
     }
 
+    /// Asks the flusher to delete (or recycle) segments no receiver needs:
+    /// file operations and directory fsyncs stay off the receive path.
     fn collect(&self) {
-        let sh = &self.shared;
-        let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
-        cat.collect(&sh.storage, &sh.dir, sh.is_sync());
+        self.shared.flusher.gc_pending.store(true, Ordering::Release);
+        self.shared.arm_flusher();
     }
 
     #[inline]

@@ -145,6 +145,7 @@ impl<S: Storage> Shared<S> {
         } else {
             w.unsynced.push(old_file);
             w.dir_dirty = true;
+            self.flusher.sealed_pending.store(true, Ordering::Release);
         }
         {
             // Readers map segments under the catalog lock, so they see the new
@@ -161,6 +162,7 @@ impl<S: Storage> Shared<S> {
             cat.active_map = new_map;
             old.publish();
         }
+        self.flusher.active_seg.store(new_id, Ordering::Release);
         self.published_seq.fetch_max(w.next_seq, Ordering::AcqRel);
         Ok(())
     }

@@ -28,7 +28,10 @@ fn sync_mode_send_returns_only_after_the_message_is_fsynced() {
 #[test]
 fn concurrent_sync_senders_share_fsyncs_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let ch = FileChannel::builder().durability(Durability::Sync).open(dir.path()).unwrap();
+    let ch = FileChannel::builder()
+        .durability(Durability::Sync)
+        .open(dir.path())
+        .unwrap();
     let mut rx = ch.rx();
     let handles: Vec<_> = (0..8u64)
         .map(|t| {
@@ -88,7 +91,10 @@ fn too_large_message_is_refused_and_the_channel_stays_usable() {
     let mut rx = ch.rx();
     tx.send(&[1; 100]).unwrap();
     let err = tx.send(&[2; 101]).unwrap_err();
-    assert!(err.to_string().contains("101 bytes exceeds max_message_size of 100"), "{err}");
+    assert!(
+        err.to_string().contains("101 bytes exceeds max_message_size of 100"),
+        "{err}"
+    );
     tx.send(&[3; 5]).unwrap();
     assert_eq!(rx.recv().unwrap(), [1; 100]);
     assert_eq!(rx.recv().unwrap(), [3; 5]);

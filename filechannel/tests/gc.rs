@@ -27,13 +27,13 @@ fn segments_are_deleted_once_every_receiver_has_read_past_them() {
     for _ in 0..200 {
         b.recv().unwrap();
     }
+    wait_for("segments b passed to go", || segment_files(dir.path()).len() < total);
     let mid = segment_files(dir.path()).len();
-    assert!(
-        mid < total && mid > 1,
-        "segments b passed are gone, the rest stay ({mid} of {total})"
-    );
+    assert!(mid > 1, "segments b has not passed stay ({mid} of {total})");
     assert_eq!(drain(&mut b).len(), 200);
-    assert_eq!(segment_files(dir.path()).len(), 1, "only the active segment remains");
+    wait_for("only the active segment to remain", || {
+        segment_files(dir.path()).len() == 1
+    });
 }
 
 #[test]
@@ -73,8 +73,10 @@ fn disk_usage_stays_bounded_when_receivers_keep_up() {
         }
     }
     // 10 MB flowed through 64 KiB segments.
-    assert!(peak <= 4 * (64 << 10) + 8192, "peak disk usage {peak} bytes");
-    assert!(segment_files(dir.path()).len() <= 2);
+    // Active segment, up to two spares, one segment the flusher has not
+    // collected yet, the head and lock files.
+    assert!(peak <= 5 * (64 << 10) + 8192, "peak disk usage {peak} bytes");
+    wait_for("consumed segments to go", || segment_files(dir.path()).len() <= 2);
 }
 
 #[test]
@@ -243,6 +245,7 @@ fn consumed_segments_are_recycled_and_stale_frames_never_resurface() {
         for m in drain(&mut rx) {
             check_payload(&m);
         }
+        wait_for("consumed segments to go", || segment_files(dir.path()).len() == 1);
         let spares = std::fs::read_dir(dir.path())
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("spare."))

@@ -216,7 +216,7 @@ fn older_segment_that_lost_its_seal_is_resealed_after_its_last_valid_frame() {
     let victim = &segs[1];
     let end = data_end(victim);
     let f = OpenOptions::new().write(true).open(victim).unwrap();
-    f.write_all_at(&vec![0u8; 16 + 16 + 112], end - 16 - 112 - 16).unwrap();
+    f.write_all_at(&[0u8; 16 + 16 + 112], end - 16 - 112 - 16).unwrap();
     drop(f);
     let got = read_all(dir.path());
     // One message is lost (unconfirmed data, power loss); everything else

@@ -200,22 +200,28 @@ unsafe impl StorageMap for FsMap {
     }
 
     fn prefault_write(&self, offset: usize, len: usize) {
+        self.populate(offset, len, rustix::mm::Advice::LinuxPopulateWrite);
+    }
+
+    fn prefault_read(&self, offset: usize, len: usize) {
+        self.populate(offset, len, rustix::mm::Advice::LinuxPopulateRead);
+    }
+}
+
+impl FsMap {
+    /// Faults in the pages of `[offset, offset + len)` with `advice`
+    /// (MADV_POPULATE_READ or _WRITE).
+    fn populate(&self, offset: usize, len: usize, advice: rustix::mm::Advice) {
         let page = rustix::param::page_size();
         let start = offset / page * page;
         let end = (offset + len).min(self.0.len());
         if start >= end {
             return;
         }
-        // SAFETY: the range lies inside our own mapping, and
-        // MADV_POPULATE_WRITE only faults pages in as if written, without
-        // changing their contents. Kernels before 5.14 answer EINVAL: the hint
-        // is then simply not taken.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                self.0.as_mut_ptr().add(start).cast(),
-                end - start,
-                rustix::mm::Advice::LinuxPopulateWrite,
-            )
-        };
+        // SAFETY: the range lies inside our own mapping, and the populate
+        // advices only fault pages in (as if read or written) without
+        // changing their contents. Kernels before 5.14 answer EINVAL, and a
+        // read-only map refuses POPULATE_WRITE: the hint is then not taken.
+        let _ = unsafe { rustix::mm::madvise(self.0.as_mut_ptr().add(start).cast(), end - start, advice) };
     }
 }

@@ -1,9 +1,16 @@
-//! A segment's memory map, shared by the one writer and any number of readers.
+//! Memory maps of segments: the writer's one writable map of the active
+//! segment, and the read-only maps receivers read from.
 //!
 //! Soundness rests on one rule, enforced here rather than by the callers:
-//! bytes below `published` never change again, and only the single
-//! [`MapWriter`] writes, always at or above `published`. Readers get slices of
-//! published bytes only, so a slice never overlaps a write.
+//! bytes of a segment file below its `published` mark never change again, and
+//! only the single [`MapWriter`] writes, always at or above the mark. Readers
+//! get slices of published bytes only, so a slice never overlaps a write.
+//!
+//! A receiver reading the active segment maps the file read-only itself and
+//! follows the writer's mark (the two maps share the page cache). Keeping
+//! readers off the writable map matters: the kernel write-protects a writable
+//! map's pages whenever it writes them back, with a TLB shootdown per page,
+//! which stalls the writer if any reader still holds the map.
 
 use super::StorageMap;
 use std::sync::Arc;
@@ -13,7 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub(crate) struct SegmentMap<M> {
     map: M,
-    published: AtomicUsize,
+    /// Bytes of the file below this are final. Shared between the writer's
+    /// map and the maps that follow it.
+    published: Arc<AtomicUsize>,
 }
 
 /// The unique writing end of a [`SegmentMap`]. Not `Clone`: there is one per
@@ -30,7 +39,16 @@ impl<M: StorageMap> SegmentMap<M> {
         let len = map.len();
         Arc::new(SegmentMap {
             map,
-            published: AtomicUsize::new(len),
+            published: Arc::new(AtomicUsize::new(len)),
+        })
+    }
+
+    /// A read-only map of the file `leader` maps, whose published mark it
+    /// shares. The caller must pass a map of that same file.
+    pub(crate) fn follower(map: M, leader: &SegmentMap<M>) -> Arc<Self> {
+        Arc::new(SegmentMap {
+            map,
+            published: Arc::clone(&leader.published),
         })
     }
 
@@ -40,7 +58,7 @@ impl<M: StorageMap> SegmentMap<M> {
         let published = published.min(map.len());
         let shared = Arc::new(SegmentMap {
             map,
-            published: AtomicUsize::new(published),
+            published: Arc::new(AtomicUsize::new(published)),
         });
         let writer = MapWriter {
             map: Arc::clone(&shared),
@@ -60,13 +78,14 @@ impl<M: StorageMap> SegmentMap<M> {
     #[inline]
     pub(crate) fn read(&self, offset: usize, len: usize) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
-        if end > self.published() {
+        if end > self.published().min(self.map.len()) {
             return None;
         }
-        // SAFETY: `end <= published <= map.len()`, so the range is inside the
-        // mapping, which lives as long as `self`; published bytes are never
-        // written again (see the module docs), so no `&mut` or write aliases
-        // the slice while it lives.
+        // SAFETY: `end <= map.len()`, so the range is inside the mapping,
+        // which lives as long as `self`; `end <= published`, and published
+        // bytes of the file are never written again (see the module docs),
+        // through this map or any other, so nothing writes the slice while
+        // it lives.
         Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
     }
 
@@ -78,6 +97,15 @@ impl<M: StorageMap> SegmentMap<M> {
     /// Hints that `[offset, offset + len)` will be written soon.
     pub(crate) fn prefault_write(&self, offset: usize, len: usize) {
         self.map.prefault_write(offset, len);
+    }
+
+    /// Hints that `[offset, offset + len)` will be read soon (only what is
+    /// published is touched).
+    pub(crate) fn prefault_read(&self, offset: usize, len: usize) {
+        let end = (offset + len).min(self.published());
+        if end > offset {
+            self.map.prefault_read(offset, end - offset);
+        }
     }
 
     /// Whether `ptr` points into this mapping (for zero-copy checks in tests).
@@ -99,11 +127,6 @@ impl<M: StorageMap> MapWriter<M> {
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.map.len() - self.pos
-    }
-
-    /// The shared map this writer appends to.
-    pub(crate) fn map(&self) -> &Arc<SegmentMap<M>> {
-        &self.map
     }
 
     /// Copies `parts` one after another to the write position, then moves the

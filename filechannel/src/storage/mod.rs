@@ -55,6 +55,7 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// An open file of a [`Storage`].
+#[allow(clippy::len_without_is_empty)] // a file length, not a collection
 pub trait StorageFile: Send + Sync + 'static {
     /// A memory map of this file.
     type Map: StorageMap;
@@ -85,6 +86,7 @@ pub trait StorageFile: Send + Sync + 'static {
 /// `as_ptr()` must point to `len()` bytes that stay valid, and at the same
 /// address, until the value is dropped; the region must be readable, and
 /// writable when the map was created writable.
+#[allow(clippy::len_without_is_empty)] // a region length, not a collection
 pub unsafe trait StorageMap: Send + Sync + 'static {
     /// Start of the region; page-aligned.
     fn as_ptr(&self) -> *mut u8;
@@ -93,4 +95,7 @@ pub unsafe trait StorageMap: Send + Sync + 'static {
     /// A hint that `[offset, offset + len)` will be written soon; the backend
     /// may fault the pages in ahead of time. Never changes the bytes.
     fn prefault_write(&self, _offset: usize, _len: usize) {}
+    /// A hint that `[offset, offset + len)` will be read soon; the backend may
+    /// map the (cached) pages in ahead of time.
+    fn prefault_read(&self, _offset: usize, _len: usize) {}
 }
