@@ -127,10 +127,7 @@ impl<S: Storage> FileChannel<S> {
             // The new directory's entry must be durable too.
             storage.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let lock = storage
-            .try_lock_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .ok_or_else(|| Error::Locked { dir: dir.to_path_buf() })?;
+        let lock = lock_dir(&storage, dir)?;
         let sync = config.durability == Durability::Sync;
         let recovered = recover(&storage, dir, &config)?;
         let mut head = HeadFile::open(&storage, dir, sync)?;
@@ -350,6 +347,25 @@ impl<S: Storage> Shared<S> {
         {
             tracing::error!(dir = %self.dir.display(), error = %e, "closing the channel on drop failed");
         }
+    }
+}
+
+/// How long `open` keeps trying a lock that is held. A child process spawned
+/// by another thread holds a copy of the lock's descriptor between `fork` and
+/// `exec` (close-on-exec only closes it at `exec`), so a lock just released
+/// can look held for a moment.
+const LOCK_RETRY: Duration = Duration::from_millis(25);
+
+fn lock_dir<S: Storage>(storage: &S, dir: &Path) -> Result<S::Lock, Error> {
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        if let Some(lock) = storage.try_lock_dir(dir).map_err(|e| Error::io(dir, e))? {
+            return Ok(lock);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked { dir: dir.to_path_buf() });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -23,8 +23,9 @@ pub(crate) struct Frame {
 }
 
 /// Reads and checks the frame at `pos` of segment `segment`, which should
-/// carry sequence number `seq`. `Ok(None)` when the bytes there are not published yet (or the map
-/// ends). `Err(reason)` when they are, but are not a valid frame.
+/// carry sequence number `seq`. `Ok(None)` when the bytes there are not
+/// published yet (or the map ends). `Err(reason)` when they are, but are not
+/// a valid frame.
 #[inline]
 pub(crate) fn read_frame<M: StorageMap>(
     map: &SegmentMap<M>,
@@ -32,7 +33,9 @@ pub(crate) fn read_frame<M: StorageMap>(
     pos: usize,
     seq: u64,
 ) -> Result<Option<Frame>, &'static str> {
-    let Some(hdr) = map.read(pos, FRAME_HEADER_LEN as usize) else {
+    // One look at the published mark; everything below is plain slicing.
+    let bytes = map.published_bytes();
+    let Some(hdr) = bytes.get(pos..pos + FRAME_HEADER_LEN as usize) else {
         return Ok(None);
     };
     let mut raw = [0u8; FRAME_HEADER_LEN as usize];
@@ -45,21 +48,20 @@ pub(crate) fn read_frame<M: StorageMap>(
         });
     };
     let payload_at = pos + FRAME_HEADER_LEN as usize;
-    let len = header.len as usize;
-    let Some(payload) = map.read(payload_at, len) else {
-        // The writer publishes whole frames, so a frame running past what is
-        // published runs past the file: damaged.
+    // The writer publishes whole frames (padding included), so a frame
+    // running past what is published runs past the file: damaged.
+    let next = pos + header.frame_len() as usize;
+    let Some(payload) = bytes
+        .get(payload_at..payload_at + header.len as usize)
+        .filter(|_| next <= bytes.len())
+    else {
         return Err("frame length runs past the end of the segment");
     };
-    if header.compute_crc(payload, segment) != header.crc {
-        return Err("checksum mismatch");
-    }
     if header.seq_lo != seq as u32 {
         return Err("frame is out of sequence (a stale or misplaced frame)");
     }
-    let next = pos + header.frame_len() as usize;
-    if next > map.published() && !header.is_seal() {
-        return Err("frame padding runs past the end of the segment");
+    if header.compute_crc(payload, segment) != header.crc {
+        return Err("checksum mismatch");
     }
     Ok(Some(Frame {
         header,

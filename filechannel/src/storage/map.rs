@@ -89,6 +89,14 @@ impl<M: StorageMap> SegmentMap<M> {
         Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
     }
 
+    /// Every published byte, from the start of the file.
+    #[inline]
+    pub(crate) fn published_bytes(&self) -> &[u8] {
+        let end = self.published().min(self.map.len());
+        // SAFETY: as in `read`, for the range `[0, end)`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end) }
+    }
+
     /// Total mapped length.
     pub(crate) fn len(&self) -> usize {
         self.map.len()
