@@ -10,13 +10,14 @@
 
 use crate::config::Builder;
 use crate::error::Error;
-use crate::format::{HEAD_SLOT_LEN, HeadSlot, segment_file_name, spare_file_name};
+use crate::error::RecvError;
+use crate::format::{HEAD_SLOT_LEN, HeadSlot, compressed_file_name, segment_file_name, spare_file_name};
 use crate::segment::SegMeta;
-use crate::storage::{MapOf, SegmentMap, Storage, StorageFile};
+use crate::storage::{SegmentMap, Storage, StorageFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Name of the head file in a channel directory.
 pub(crate) const HEAD_FILE: &str = "head";
@@ -108,7 +109,7 @@ pub(crate) struct Catalog<S: Storage> {
     pub active_id: u64,
     /// The writer's map of the active segment (for its published mark and the
     /// flusher's prefaulting; receivers map the file themselves).
-    pub active_map: Arc<SegmentMap<MapOf<S>>>,
+    pub active_map: Arc<SegmentMap>,
     /// Cursors of live receivers.
     pub cursors: Vec<Arc<Cursor>>,
     /// Cursors of dropped acking receivers: what they had not acked stays
@@ -123,37 +124,48 @@ pub(crate) struct Catalog<S: Storage> {
 }
 
 /// What a receiver gets when it enters a segment.
-pub(crate) struct Entered<S: Storage> {
-    pub map: Arc<SegmentMap<MapOf<S>>>,
+pub(crate) struct Entered {
+    pub map: Arc<SegmentMap>,
     pub meta: SegMeta,
 }
 
 impl<S: Storage> Catalog<S> {
-    /// Maps segment `id` read-only for a receiver; for the active segment the
-    /// map follows the writer's published mark. `None` if the segment does not
-    /// exist.
-    pub(crate) fn enter(&self, storage: &S, dir: &Path, id: u64) -> std::io::Result<Option<Entered<S>>> {
-        let Some(&meta) = self.segments.get(&id) else {
-            return Ok(None);
-        };
-        let file = storage.open(&dir.join(segment_file_name(id)), false)?;
-        let len = file.len()?;
-        let map = file.map(len, false)?;
-        let map = if id == self.active_id {
-            // Read-only, following the writer's mark (see `storage::map`).
-            SegmentMap::follower(map, &self.active_map)
-        } else {
-            SegmentMap::sealed(map)
-        };
-        Ok(Some(Entered { map, meta }))
-    }
-
     /// A spare file big enough for a segment whose first message has
     /// `first_len` bytes, if there is one.
     pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<PathBuf> {
         let need = config.segment_capacity(first_len);
         let i = self.spares.iter().position(|(_, len)| *len >= need)?;
         Some(self.spares.swap_remove(i).0)
+    }
+
+    /// The oldest segment some receiver (live, or a dropped acking one) still
+    /// needs; `None` without receivers (then nothing is deleted).
+    pub(crate) fn min_floor(&self) -> Option<u64> {
+        self.cursors
+            .iter()
+            .chain(&self.ghosts)
+            .map(|c| c.floor.load(Ordering::Acquire))
+            .min()
+    }
+
+    /// Counts of segments by form, and the bytes of compressed ones.
+    pub(crate) fn stats(&self) -> crate::Stats {
+        let mut s = crate::Stats {
+            segments: self.segments.len(),
+            spare_segments: self.spares.len(),
+            ..crate::Stats::default()
+        };
+        for meta in self.segments.values() {
+            match meta.packed {
+                Some(p) => {
+                    s.compressed_segments += 1;
+                    s.compressed_plain_bytes += p.plain_len;
+                    s.compressed_bytes += p.file_len;
+                }
+                None => s.plain_segments += 1,
+            }
+        }
+        s
     }
 
     /// The lowest sequence number some receiver (live, or a dropped acking
@@ -185,8 +197,7 @@ impl<S: Storage> Catalog<S> {
         if self.closed {
             return;
         }
-        let all = || self.cursors.iter().chain(&self.ghosts);
-        let Some(min_floor) = all().map(|c| c.floor.load(Ordering::Acquire)).min() else {
+        let Some(min_floor) = self.min_floor() else {
             return;
         };
         let needed = self.needed_seq();
@@ -216,7 +227,9 @@ impl<S: Storage> Catalog<S> {
     /// unbroken.
     fn retire(&mut self, storage: &S, dir: &Path, id: u64) -> std::io::Result<()> {
         let path = dir.join(segment_file_name(id));
-        if self.spares.len() < MAX_SPARES {
+        if self.segments.get(&id).is_some_and(|m| m.packed.is_some()) {
+            storage.remove(&dir.join(compressed_file_name(id)))?;
+        } else if self.spares.len() < MAX_SPARES {
             let len = storage.open(&path, false)?.len()?;
             let spare = dir.join(spare_file_name(id));
             storage.rename(&path, &spare)?;
@@ -225,5 +238,60 @@ impl<S: Storage> Catalog<S> {
             storage.remove(&path)?;
         }
         storage.sync_dir(dir)
+    }
+}
+
+/// Maps segment `id` read-only for a receiver (for the active segment the map
+/// follows the writer's published mark), or decompresses it if it is
+/// compressed. `None` if the segment does not exist. File work happens
+/// outside the catalog lock; the caller's cursor keeps the segment from being
+/// deleted meanwhile, and a plain file swapped for its compressed form just
+/// then is looked up again.
+pub(crate) fn enter<S: Storage>(
+    catalog: &Mutex<Catalog<S>>,
+    storage: &S,
+    dir: &Path,
+    id: u64,
+) -> Result<Option<Entered>, RecvError> {
+    let path = dir.join(segment_file_name(id));
+    let mut tries = 0;
+    loop {
+        let (meta, leader) = {
+            let cat = catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(&meta) = cat.segments.get(&id) else {
+                return Ok(None);
+            };
+            (meta, (id == cat.active_id).then(|| Arc::clone(&cat.active_map)))
+        };
+        if meta.packed.is_some() {
+            let packed = dir.join(compressed_file_name(id));
+            return match crate::compress::load_compressed(storage, &packed) {
+                Ok(map) => Ok(Some(Entered { map, meta })),
+                Err(reason) => Err(RecvError::BadCompressedSegment {
+                    segment: packed,
+                    reason,
+                }),
+            };
+        }
+        let mapped = storage.open(&path, false).and_then(|file| {
+            let len = file.len()?;
+            file.map(len, false)
+        });
+        match mapped {
+            Ok(map) => {
+                let map = match leader {
+                    Some(leader) => SegmentMap::follower(map, &leader),
+                    None => SegmentMap::sealed(map),
+                };
+                return Ok(Some(Entered { map, meta }));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => tries += 1,
+            Err(e) => {
+                return Err(RecvError::Io {
+                    path,
+                    source: Arc::new(e),
+                });
+            }
+        }
     }
 }

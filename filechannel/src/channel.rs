@@ -7,13 +7,39 @@ use crate::format;
 use crate::notify::Notifier;
 use crate::receiver::{AckReceiver, Receiver};
 use crate::recovery::recover;
-use crate::storage::{Fs, MapOf, SegmentMap, Storage, StorageFile};
+use crate::storage::{Fs, SegmentMap, Storage, StorageFile};
 use crate::writer::{SyncState, Writer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// A snapshot of the channel's segments (see [`FileChannel::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Segments holding messages (the active one included).
+    pub segments: usize,
+    /// Of those, plain segment files.
+    pub plain_segments: usize,
+    /// Of those, compressed segment files.
+    pub compressed_segments: usize,
+    /// Consumed segment files kept for reuse.
+    pub spare_segments: usize,
+    /// Bytes the compressed segments held before compression.
+    pub compressed_plain_bytes: u64,
+    /// Bytes the compressed segment files take.
+    pub compressed_bytes: u64,
+}
+
+impl Stats {
+    /// How many times smaller the compressed segments are than the plain
+    /// bytes they hold; `None` when there are none.
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.compressed_bytes > 0).then(|| self.compressed_plain_bytes as f64 / self.compressed_bytes as f64)
+    }
+}
 
 /// State shared by the channel, its senders and its receivers.
 pub(crate) struct Shared<S: Storage> {
@@ -38,6 +64,7 @@ pub(crate) struct Shared<S: Storage> {
     /// `FileChannel` and `Sender` handles alive; the last one closes.
     handles: AtomicUsize,
     pub flusher: Flusher,
+    pub compressor: crate::compressor::Compressor,
     lock: Mutex<Option<S::Lock>>,
 }
 
@@ -177,6 +204,7 @@ impl<S: Storage> FileChannel<S> {
             poison: OnceLock::new(),
             closed: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
+            compressor: Default::default(),
             flusher: Flusher {
                 active_seg: AtomicU64::new(active_id),
                 ..Flusher::default()
@@ -187,6 +215,7 @@ impl<S: Storage> FileChannel<S> {
             config,
         });
         start_flusher(&shared)?;
+        crate::compressor::start(&shared).map_err(|e| Error::io(dir, e))?;
         Ok(FileChannel { shared })
     }
 
@@ -242,6 +271,7 @@ impl<S: Storage> FileChannel<S> {
         let mut total = 0;
         for name in names {
             let ours = format::parse_segment_file_name(&name).is_some()
+                || format::parse_compressed_file_name(&name).is_some()
                 || format::parse_spare_file_name(&name)
                 || name == HEAD_FILE
                 || name == crate::storage::LOCK_FILE;
@@ -257,6 +287,25 @@ impl<S: Storage> FileChannel<S> {
             }
         }
         Ok(total)
+    }
+
+    /// How many segments the channel holds, in which form, and how well the
+    /// compressed ones compress.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let s = ch.stats();
+    /// assert_eq!((s.segments, s.plain_segments, s.compressed_segments), (1, 1, 0));
+    /// assert_eq!(s.compression_ratio(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared
+            .catalog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stats()
     }
 
     /// The channel's directory.
@@ -287,6 +336,7 @@ impl<S: Storage> Shared<S> {
             w.closed = true;
             self.closed.store(true, Ordering::Release);
         }
+        self.compressor.stop();
         self.flusher.stop.store(true, Ordering::Release);
         let thread = self
             .flusher
@@ -309,6 +359,8 @@ impl<S: Storage> Shared<S> {
         {
             let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.collect(&self.storage, &self.dir, true);
+            // The lock goes next: from now on nothing may change files.
+            cat.closed = true;
         }
         self.notify.notify_all();
         drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
@@ -384,7 +436,7 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
     let mut notified_seq = 0;
     let mut last_seq = 0;
     // The active segment's map, and how far its pages have been faulted in.
-    let mut active: Option<(u64, Arc<SegmentMap<MapOf<S>>>)> = None;
+    let mut active: Option<(u64, Arc<SegmentMap>)> = None;
     let mut prefaulted = 0;
     loop {
         let Some(sh) = shared.upgrade() else { return };

@@ -1,5 +1,6 @@
 //! Channel configuration: a by-value builder that validates.
 
+use crate::compress::Compression;
 use crate::error::Error;
 use crate::storage::{Fs, Storage};
 use crate::{FileChannel, format};
@@ -54,6 +55,8 @@ pub struct Builder {
     pub(crate) flush_interval: Duration,
     pub(crate) durability: Durability,
     pub(crate) max_message_size: usize,
+    pub(crate) compression: Compression,
+    pub(crate) compression_level: Option<i32>,
 }
 
 /// Smallest accepted `segment_size`.
@@ -68,6 +71,8 @@ impl Default for Builder {
             flush_interval: Duration::from_micros(100),
             durability: Durability::Buffered,
             max_message_size: 16 << 20,
+            compression: Compression::Snappy,
+            compression_level: None,
         }
     }
 }
@@ -75,7 +80,8 @@ impl Default for Builder {
 impl Builder {
     /// Starts from the defaults: `segment_size` 64 MiB, `flush_interval`
     /// 100 µs, `durability` [`Durability::Buffered`], `max_message_size`
-    /// 16 MiB.
+    /// 16 MiB, `compression` [`Compression::Snappy`] at the method's default
+    /// level.
     pub fn new() -> Self {
         Self::default()
     }
@@ -109,6 +115,22 @@ impl Builder {
         self
     }
 
+    /// How sealed segments are compressed, in the background (default
+    /// [`Compression::Snappy`]). The segment right behind the writer, which
+    /// receivers most likely still read, stays plain, and so does one that
+    /// is about to be deleted.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Level for [`Compression::Gzip`] (0–9, default 6) or
+    /// [`Compression::Zstd`] (1–22, default 3); ignored by the others.
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.compression_level = Some(level);
+        self
+    }
+
     /// Checks the settings.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.segment_size < MIN_SEGMENT_SIZE {
@@ -128,6 +150,9 @@ impl Builder {
                 "max_message_size {} is above the limit of {MAX_MESSAGE_SIZE_LIMIT} bytes",
                 self.max_message_size
             )));
+        }
+        if let Some(level) = self.compression_level {
+            self.compression.check_level(level).map_err(Error::Config)?;
         }
         if self.flush_interval.is_zero() {
             return Err(Error::Config("flush_interval must be more than zero".into()));

@@ -148,6 +148,15 @@ pub enum RecvError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A compressed segment is damaged or incomplete (its checksum or its
+    /// decompression failed). Nothing is skipped.
+    #[error("compressed segment {}: {reason}", segment.display())]
+    BadCompressedSegment {
+        /// The compressed segment file.
+        segment: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading a segment failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -164,9 +173,13 @@ impl RecvError {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, RecvError::Disconnected)
     }
-    /// Whether this is [`RecvError::Corrupted`].
+    /// Whether this is [`RecvError::Corrupted`] or
+    /// [`RecvError::BadCompressedSegment`]: damaged data on disk.
     pub fn is_corrupted(&self) -> bool {
-        matches!(self, RecvError::Corrupted { .. })
+        matches!(
+            self,
+            RecvError::Corrupted { .. } | RecvError::BadCompressedSegment { .. }
+        )
     }
 }
 

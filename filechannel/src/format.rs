@@ -267,6 +267,22 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The file name of compressed segment `id`.
+pub(crate) fn compressed_file_name(id: u64) -> String {
+    format!("segment.{id:020}.z")
+}
+
+/// The id in a compressed segment's file name (`segment.N.z`).
+pub(crate) fn parse_compressed_file_name(name: &str) -> Option<u64> {
+    parse_segment_file_name(name.strip_suffix(".z")?)
+}
+
+/// The id in the name of a compressed segment being written
+/// (`segment.N.z.tmp`): such a file is never part of the channel.
+pub(crate) fn parse_compressing_file_name(name: &str) -> Option<u64> {
+    parse_compressed_file_name(name.strip_suffix(".tmp")?)
+}
+
 /// Whether `name` is a spare: a consumed segment file kept for reuse
 /// (`spare.` and 20 digits).
 pub(crate) fn parse_spare_file_name(name: &str) -> bool {
@@ -279,13 +295,13 @@ pub(crate) fn spare_file_name(id: u64) -> String {
     format!("spare.{id:020}")
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)

@@ -4,6 +4,8 @@
 
 mod catalog;
 mod channel;
+mod compress;
+mod compressor;
 mod config;
 mod error;
 mod format;
@@ -14,7 +16,8 @@ mod segment;
 pub mod storage;
 mod writer;
 
-pub use crate::channel::{FileChannel, Sender};
+pub use crate::channel::{FileChannel, Sender, Stats};
+pub use crate::compress::Compression;
 pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};
 pub use crate::error::{AckError, Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
 pub use crate::receiver::{AckReceiver, Iter, MsgRef, Receiver, TryIter};

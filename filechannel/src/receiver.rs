@@ -10,7 +10,7 @@ use crate::channel::Shared;
 use crate::error::{AckError, RecvError, RecvTimeoutError, TryRecvError};
 use crate::format::{SEGMENT_HEADER_LEN, segment_file_name};
 use crate::segment::read_frame;
-use crate::storage::{Fs, MapOf, SegmentMap, Storage};
+use crate::storage::{Fs, SegmentMap, Storage};
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::atomic::Ordering;
@@ -26,7 +26,7 @@ pub struct Receiver<S: Storage = Fs> {
     shared: Arc<Shared<S>>,
     cursor: Arc<Cursor>,
     seg_id: u64,
-    map: Arc<SegmentMap<MapOf<S>>>,
+    map: Arc<SegmentMap>,
     pos: usize,
     /// Sequence number of the next message.
     seq: u64,
@@ -78,7 +78,7 @@ struct Ready {
 
 impl<S: Storage> Receiver<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, acking: bool) -> Self {
-        let (cursor, entered, seg_id, head) = {
+        let (cursor, seg_id, head) = {
             let mut cat = shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             let head = cat.needed_seq();
             let id = cat.start_segment(head);
@@ -92,15 +92,15 @@ impl<S: Storage> Receiver<S> {
                 // receiver's position, so it takes over what they left.
                 cat.ghosts.clear();
             }
-            let entered = cat.enter(&shared.storage, &shared.dir, id);
-            (cursor, entered, id, head)
+            (cursor, id, head)
         };
+        let entered = crate::catalog::enter(&shared.catalog, &shared.storage, &shared.dir, seg_id);
         let (map, seq, needs_enter) = match entered {
             Ok(Some(e)) => (e.map, e.meta.base_seq, false),
-            // Mapping failed (out of memory maps, say): the first receive
-            // tries again and reports the error.
+            // Mapping failed (out of memory maps, a damaged compressed
+            // segment): the first receive tries again and reports the error.
             _ => (
-                Arc::clone(&shared.catalog.lock().unwrap_or_else(PoisonError::into_inner).active_map),
+                crate::storage::SegmentMap::sealed(crate::storage::HeapMap::empty()),
                 head,
                 true,
             ),
@@ -182,25 +182,13 @@ impl<S: Storage> Receiver<S> {
     #[cold]
     fn enter(&mut self, id: u64) -> Result<(), RecvError> {
         let path = || self.shared.dir.join(segment_file_name(id));
-        let entered = {
-            let cat = self.shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
-            cat.enter(&self.shared.storage, &self.shared.dir, id)
-        };
-        let entered = match entered {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                return Err(RecvError::Corrupted {
-                    segment: path(),
-                    offset: 0,
-                    reason: "the next segment does not exist (deleted or never written)",
-                });
-            }
-            Err(e) => {
-                return Err(RecvError::Io {
-                    path: path(),
-                    source: Arc::new(e),
-                });
-            }
+        let sh = &self.shared;
+        let Some(entered) = crate::catalog::enter(&sh.catalog, &sh.storage, &sh.dir, id)? else {
+            return Err(RecvError::Corrupted {
+                segment: path(),
+                offset: 0,
+                reason: "the next segment does not exist (deleted or never written)",
+            });
         };
         let base = entered.meta.base_seq;
         if !self.needs_enter && base < self.seq {

@@ -16,15 +16,17 @@
 //! Anything else that does not parse is an error naming the file; nothing is
 //! guessed and nothing else is deleted.
 
+use crate::compress::{COMPRESSED_HEADER_LEN, CompressedHeader, Packed, read_compressed};
 use crate::config::Builder;
 use crate::error::Error;
 use crate::format::{
     FLAG_SEAL, FORMAT_VERSION, FRAME_HEADER_LEN, FrameHeader, HeaderProblem, SEGMENT_HEADER_LEN, SegmentHeader,
-    parse_segment_file_name, parse_spare_file_name, segment_file_name,
+    compressed_file_name, parse_compressed_file_name, parse_compressing_file_name, parse_segment_file_name,
+    parse_spare_file_name, segment_file_name,
 };
 use crate::segment::{SegMeta, read_frame};
-use crate::storage::{MapWriterOf, SegmentMap, Storage, StorageFile, StorageMap};
-use std::collections::BTreeMap;
+use crate::storage::{MapWriter, SegmentMap, Storage, StorageFile};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,8 +34,8 @@ use std::sync::Arc;
 pub(crate) struct Active<S: Storage> {
     pub id: u64,
     pub file: Arc<S::File>,
-    pub map: Arc<SegmentMap<crate::storage::MapOf<S>>>,
-    pub writer: MapWriterOf<S>,
+    pub map: Arc<SegmentMap>,
+    pub writer: MapWriter,
     pub next_seq: u64,
 }
 
@@ -47,8 +49,39 @@ pub(crate) struct Recovered<S: Storage> {
 /// kept is fsynced before this returns.
 pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> Result<Recovered<S>, Error> {
     let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
-    let mut ids: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
-    ids.sort_unstable();
+    let mut changed = false;
+    for name in names.iter().filter(|n| parse_compressing_file_name(n).is_some()) {
+        // An interrupted compression; the plain segment is intact.
+        let path = dir.join(name);
+        tracing::info!(path = %path.display(), "removing an unfinished compressed segment");
+        storage.remove(&path).map_err(|e| Error::io(&path, e))?;
+        changed = true;
+    }
+    let mut plain: BTreeSet<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
+    let mut packed: BTreeSet<u64> = names.iter().filter_map(|n| parse_compressed_file_name(n)).collect();
+    let both: Vec<u64> = plain.intersection(&packed).copied().collect();
+    for id in both {
+        // A crash between writing the compressed copy and deleting the plain
+        // file: the copy wins only if it is complete and valid.
+        let z = dir.join(compressed_file_name(id));
+        match read_compressed(storage, &z) {
+            Ok(_) => {
+                let p = dir.join(segment_file_name(id));
+                storage.remove(&p).map_err(|e| Error::io(&p, e))?;
+                plain.remove(&id);
+            }
+            Err(reason) => {
+                tracing::warn!(path = %z.display(), %reason, "removing a broken compressed copy; the plain segment stays");
+                storage.remove(&z).map_err(|e| Error::io(&z, e))?;
+                packed.remove(&id);
+            }
+        }
+        changed = true;
+    }
+    if changed {
+        storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let ids: Vec<u64> = plain.union(&packed).copied().collect();
     let spares: Vec<PathBuf> = names
         .iter()
         .filter(|n| parse_spare_file_name(n))
@@ -69,9 +102,37 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
     // anything is changed. Files are opened one at a time: a long channel
     // must not need a descriptor per segment.
     let mut segments: BTreeMap<u64, SegMeta> = BTreeMap::new();
+    let mut end_seqs: BTreeMap<u64, u64> = BTreeMap::new();
     for (i, &id) in ids.iter().enumerate() {
-        let path = dir.join(segment_file_name(id));
         let newest = i + 1 == ids.len();
+        if packed.contains(&id) {
+            let path = dir.join(compressed_file_name(id));
+            if newest {
+                return Err(Error::BadSegment {
+                    path,
+                    reason: "the newest segment is compressed (only sealed segments are); its plain file is missing"
+                        .into(),
+                });
+            }
+            let (header, file_len) = read_packed_header(storage, &path, id)?;
+            push_meta(
+                &mut segments,
+                &path,
+                id,
+                SegMeta {
+                    base_seq: header.base_seq,
+                    base_pos: header.base_pos,
+                    packed: Some(Packed {
+                        method: header.method,
+                        plain_len: header.plain_len,
+                        file_len,
+                    }),
+                },
+            )?;
+            end_seqs.insert(id, header.end_seq);
+            continue;
+        }
+        let path = dir.join(segment_file_name(id));
         let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
         let header = match read_header(&file, &path, id) {
             Ok(h) => h,
@@ -84,21 +145,16 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
             }
             Err(e) => return Err(e),
         };
-        if let Some((_, prev)) = segments.last_key_value()
-            && (header.base_seq < prev.base_seq || header.base_pos <= prev.base_pos)
-        {
-            return Err(Error::BadSegment {
-                path,
-                reason: "the header's sequence number or position goes backwards from the previous segment".into(),
-            });
-        }
-        segments.insert(
+        push_meta(
+            &mut segments,
+            &path,
             id,
             SegMeta {
                 base_seq: header.base_seq,
                 base_pos: header.base_pos,
+                packed: None,
             },
-        );
+        )?;
     }
 
     // Older segments must end with a seal frame where the next header says;
@@ -106,7 +162,22 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
     let kept: Vec<(u64, SegMeta)> = segments.iter().map(|(&id, &m)| (id, m)).collect();
     for pair in kept.windows(2) {
         let ((id, this), (_, next)) = (pair[0], pair[1]);
-        check_seal(storage, &dir.join(segment_file_name(id)), id, this, next)?;
+        match end_seqs.get(&id) {
+            // A compressed segment was sealed when it was compressed; its
+            // header says where it ends.
+            Some(&end) if end <= next.base_seq => {}
+            Some(&end) => {
+                return Err(Error::BadSegment {
+                    path: dir.join(compressed_file_name(id)),
+                    reason: format!(
+                        "holds messages up to {} but the next segment starts at {}",
+                        end - 1,
+                        next.base_seq
+                    ),
+                });
+            }
+            None => check_seal(storage, &dir.join(segment_file_name(id)), id, this, next)?,
+        }
     }
 
     let Some(&(id, meta)) = kept.last() else {
@@ -116,6 +187,7 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
             SegMeta {
                 base_seq: 0,
                 base_pos: 0,
+                packed: None,
             },
         );
         return Ok(Recovered {
@@ -145,6 +217,52 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
         },
         spares,
     })
+}
+
+/// Adds a segment's metadata, checking that it follows the previous one.
+fn push_meta(segments: &mut BTreeMap<u64, SegMeta>, path: &Path, id: u64, meta: SegMeta) -> Result<(), Error> {
+    if let Some((_, prev)) = segments.last_key_value()
+        && (meta.base_seq < prev.base_seq || meta.base_pos <= prev.base_pos)
+    {
+        return Err(Error::BadSegment {
+            path: path.to_path_buf(),
+            reason: "the header's sequence number or position goes backwards from the previous segment".into(),
+        });
+    }
+    segments.insert(id, meta);
+    Ok(())
+}
+
+/// Reads and checks a compressed segment's header (the body's checksum is
+/// checked when it is read). Returns it and the file's length.
+fn read_packed_header<S: Storage>(storage: &S, path: &Path, id: u64) -> Result<(CompressedHeader, u64), Error> {
+    let bad = |reason: String| Error::BadSegment {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = storage.open(path, false).map_err(|e| Error::io(path, e))?;
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    if len < COMPRESSED_HEADER_LEN as u64 {
+        return Err(bad(format!(
+            "the file is {len} bytes, shorter than a compressed segment header"
+        )));
+    }
+    let mut raw = [0u8; COMPRESSED_HEADER_LEN];
+    file.read_exact_at(&mut raw, 0).map_err(|e| Error::io(path, e))?;
+    let header = CompressedHeader::from_bytes(&raw).map_err(bad)?;
+    if header.id != id {
+        return Err(bad(format!(
+            "header says segment {} but the file name says {id}",
+            header.id
+        )));
+    }
+    if len != COMPRESSED_HEADER_LEN as u64 + header.body_len {
+        return Err(bad(format!(
+            "the file is {len} bytes but its header records a body of {} bytes",
+            header.body_len
+        )));
+    }
+    Ok((header, len))
 }
 
 /// Reads and checks a segment header.
@@ -278,7 +396,7 @@ fn reopen_newest<F: StorageFile>(file: &F, path: &Path, id: u64, meta: SegMeta) 
 
 /// Walks valid frames from the start. Returns (end of the last valid frame,
 /// next sequence number, whether the walk ended on a seal frame).
-fn scan<M: StorageMap>(map: &SegmentMap<M>, id: u64, base_seq: u64) -> (usize, u64, bool) {
+fn scan(map: &SegmentMap, id: u64, base_seq: u64) -> (usize, u64, bool) {
     let mut pos = SEGMENT_HEADER_LEN as usize;
     let mut seq = base_seq;
     while let Ok(Some(frame)) = read_frame(map, id, pos, seq) {

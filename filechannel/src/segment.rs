@@ -1,7 +1,7 @@
 //! Reading frames out of a mapped segment, shared by receivers and recovery.
 
 use crate::format::{FRAME_HEADER_LEN, FrameHeader};
-use crate::storage::{SegmentMap, StorageMap};
+use crate::storage::SegmentMap;
 
 /// What the channel keeps in memory about a retained segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +10,8 @@ pub(crate) struct SegMeta {
     pub base_seq: u64,
     /// Channel byte position of its first frame.
     pub base_pos: u64,
+    /// Set once the segment lives in a compressed file.
+    pub packed: Option<crate::compress::Packed>,
 }
 
 /// A frame found at some position.
@@ -27,12 +29,7 @@ pub(crate) struct Frame {
 /// published yet (or the map ends). `Err(reason)` when they are, but are not
 /// a valid frame.
 #[inline]
-pub(crate) fn read_frame<M: StorageMap>(
-    map: &SegmentMap<M>,
-    segment: u64,
-    pos: usize,
-    seq: u64,
-) -> Result<Option<Frame>, &'static str> {
+pub(crate) fn read_frame(map: &SegmentMap, segment: u64, pos: usize, seq: u64) -> Result<Option<Frame>, &'static str> {
     // One look at the published mark; everything below is plain slicing.
     let bytes = map.published_bytes();
     let Some(hdr) = bytes.get(pos..pos + FRAME_HEADER_LEN as usize) else {

@@ -8,7 +8,7 @@ use crate::error::{Error, SendError};
 use crate::format::{self, FLAG_SEAL, FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN};
 use crate::recovery::{Active, create_segment};
 use crate::segment::SegMeta;
-use crate::storage::{MapWriterOf, Storage, StorageFile};
+use crate::storage::{MapWriter, Storage, StorageFile};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
@@ -16,7 +16,7 @@ use std::sync::{Arc, PoisonError};
 pub(crate) struct Writer<S: Storage> {
     pub id: u64,
     pub file: Arc<S::File>,
-    pub map: MapWriterOf<S>,
+    pub map: MapWriter,
     pub next_seq: u64,
     /// Channel byte position of the active segment's first frame.
     pub base_pos: u64,
@@ -156,6 +156,7 @@ impl<S: Storage> Shared<S> {
                 SegMeta {
                     base_seq: w.next_seq,
                     base_pos: seal_pos,
+                    packed: None,
                 },
             );
             cat.active_id = new_id;
@@ -163,6 +164,7 @@ impl<S: Storage> Shared<S> {
             old.publish();
         }
         self.flusher.active_seg.store(new_id, Ordering::Release);
+        self.compressor.kick();
         self.published_seq.fetch_max(w.next_seq, Ordering::AcqRel);
         Ok(())
     }

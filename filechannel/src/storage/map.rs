@@ -1,8 +1,8 @@
-//! Memory maps of segments: the writer's one writable map of the active
-//! segment, and the read-only maps receivers read from.
+//! Mapped segments: the writer's one writable map of the active segment, and
+//! the read-only maps (or decompressed buffers) receivers read from.
 //!
 //! Soundness rests on one rule, enforced here rather than by the callers:
-//! bytes of a segment file below its `published` mark never change again, and
+//! bytes of a segment below its `published` mark never change again, and
 //! only the single [`MapWriter`] writes, always at or above the mark. Readers
 //! get slices of published bytes only, so a slice never overlaps a write.
 //!
@@ -16,50 +16,70 @@ use super::StorageMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A mapped segment.
-#[derive(Debug)]
-pub(crate) struct SegmentMap<M> {
-    map: M,
-    /// Bytes of the file below this are final. Shared between the writer's
-    /// map and the maps that follow it.
+/// A mapped segment (or a decompressed copy of one).
+pub(crate) struct SegmentMap {
+    /// Start and length of the owner's region, cached to keep reads free of
+    /// dynamic dispatch.
+    ptr: *mut u8,
+    len: usize,
+    /// Bytes below this are final. Shared between the writer's map and the
+    /// maps that follow it.
     published: Arc<AtomicUsize>,
+    /// Keeps the region alive.
+    owner: Box<dyn StorageMap>,
+}
+
+// SAFETY: `ptr` points into `owner`'s region, which is `Send + Sync` and lives
+// as long as `self`. All access through `ptr` follows the published rule
+// above: shared reads below the mark, a single writer above it.
+unsafe impl Send for SegmentMap {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SegmentMap {}
+
+impl std::fmt::Debug for SegmentMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentMap")
+            .field("len", &self.len)
+            .field("published", &self.published())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The unique writing end of a [`SegmentMap`]. Not `Clone`: there is one per
 /// map, so appends never race.
 #[derive(Debug)]
-pub(crate) struct MapWriter<M> {
-    map: Arc<SegmentMap<M>>,
+pub(crate) struct MapWriter {
+    map: Arc<SegmentMap>,
     pos: usize,
 }
 
-impl<M: StorageMap> SegmentMap<M> {
-    /// A map whose bytes are all final (a sealed segment, mapped read-only).
-    pub(crate) fn sealed(map: M) -> Arc<Self> {
-        let len = map.len();
-        Arc::new(SegmentMap {
-            map,
-            published: Arc::new(AtomicUsize::new(len)),
-        })
+impl SegmentMap {
+    fn new(owner: Box<dyn StorageMap>, published: Arc<AtomicUsize>) -> Self {
+        SegmentMap {
+            ptr: owner.as_ptr(),
+            len: owner.len(),
+            published,
+            owner,
+        }
+    }
+
+    /// A map whose bytes are all final (a sealed segment).
+    pub(crate) fn sealed(owner: impl StorageMap) -> Arc<Self> {
+        let len = owner.len();
+        Arc::new(Self::new(Box::new(owner), Arc::new(AtomicUsize::new(len))))
     }
 
     /// A read-only map of the file `leader` maps, whose published mark it
     /// shares. The caller must pass a map of that same file.
-    pub(crate) fn follower(map: M, leader: &SegmentMap<M>) -> Arc<Self> {
-        Arc::new(SegmentMap {
-            map,
-            published: Arc::clone(&leader.published),
-        })
+    pub(crate) fn follower(owner: impl StorageMap, leader: &SegmentMap) -> Arc<Self> {
+        Arc::new(Self::new(Box::new(owner), Arc::clone(&leader.published)))
     }
 
     /// A writable map whose first `published` bytes are final; returns the
     /// shared map and its only writer, positioned at `published`.
-    pub(crate) fn writable(map: M, published: usize) -> (Arc<Self>, MapWriter<M>) {
-        let published = published.min(map.len());
-        let shared = Arc::new(SegmentMap {
-            map,
-            published: Arc::new(AtomicUsize::new(published)),
-        });
+    pub(crate) fn writable(owner: impl StorageMap, published: usize) -> (Arc<Self>, MapWriter) {
+        let published = published.min(owner.len());
+        let shared = Arc::new(Self::new(Box::new(owner), Arc::new(AtomicUsize::new(published))));
         let writer = MapWriter {
             map: Arc::clone(&shared),
             pos: published,
@@ -73,38 +93,32 @@ impl<M: StorageMap> SegmentMap<M> {
         self.published.load(Ordering::Acquire)
     }
 
+    /// Every published byte, from the start of the segment.
+    #[inline]
+    pub(crate) fn published_bytes(&self) -> &[u8] {
+        let end = self.published().min(self.len);
+        // SAFETY: `end <= len`, so the range is inside the owner's region,
+        // which lives as long as `self`; `end <= published`, and published
+        // bytes are never written again (see the module docs), through this
+        // map or any other, so nothing writes the slice while it lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, end) }
+    }
+
     /// The published bytes `[offset, offset + len)`, or `None` if any of them
     /// is not published yet.
     #[inline]
     pub(crate) fn read(&self, offset: usize, len: usize) -> Option<&[u8]> {
-        let end = offset.checked_add(len)?;
-        if end > self.published().min(self.map.len()) {
-            return None;
-        }
-        // SAFETY: `end <= map.len()`, so the range is inside the mapping,
-        // which lives as long as `self`; `end <= published`, and published
-        // bytes of the file are never written again (see the module docs),
-        // through this map or any other, so nothing writes the slice while
-        // it lives.
-        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
+        self.published_bytes().get(offset..offset.checked_add(len)?)
     }
 
-    /// Every published byte, from the start of the file.
-    #[inline]
-    pub(crate) fn published_bytes(&self) -> &[u8] {
-        let end = self.published().min(self.map.len());
-        // SAFETY: as in `read`, for the range `[0, end)`.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end) }
-    }
-
-    /// Total mapped length.
+    /// Total length of the region.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// Hints that `[offset, offset + len)` will be written soon.
     pub(crate) fn prefault_write(&self, offset: usize, len: usize) {
-        self.map.prefault_write(offset, len);
+        self.owner.prefault_write(offset, len);
     }
 
     /// Hints that `[offset, offset + len)` will be read soon (only what is
@@ -112,19 +126,19 @@ impl<M: StorageMap> SegmentMap<M> {
     pub(crate) fn prefault_read(&self, offset: usize, len: usize) {
         let end = (offset + len).min(self.published());
         if end > offset {
-            self.map.prefault_read(offset, end - offset);
+            self.owner.prefault_read(offset, end - offset);
         }
     }
 
-    /// Whether `ptr` points into this mapping (for zero-copy checks in tests).
+    /// Whether `ptr` points into this region (for zero-copy checks).
     #[allow(dead_code)]
     pub(crate) fn contains(&self, ptr: *const u8) -> bool {
-        let start = self.map.as_ptr() as usize;
-        (start..start + self.map.len()).contains(&(ptr as usize))
+        let start = self.ptr as usize;
+        (start..start + self.len).contains(&(ptr as usize))
     }
 }
 
-impl<M: StorageMap> MapWriter<M> {
+impl MapWriter {
     /// The position of the next append.
     #[inline]
     pub(crate) fn pos(&self) -> usize {
@@ -134,13 +148,12 @@ impl<M: StorageMap> MapWriter<M> {
     /// Bytes left in the map after the write position.
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.map.len() - self.pos
+        self.map.len - self.pos
     }
 
     /// Copies `parts` one after another to the write position, then moves the
-    /// position to `advance_to` bytes past where it started (which leaves
-    /// padding untouched: it is zero already). Returns `false`, writing
-    /// nothing, when the map is too short.
+    /// position `advance` bytes on (which leaves padding untouched: it is zero
+    /// already). Returns `false`, writing nothing, when the map is too short.
     #[inline]
     pub(crate) fn append(&mut self, parts: &[&[u8]], advance: usize) -> bool {
         let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -149,14 +162,15 @@ impl<M: StorageMap> MapWriter<M> {
         }
         let mut at = self.pos;
         for part in parts {
-            // SAFETY: `at + part.len() <= pos + advance <= map.len()`, so the
-            // destination is inside the mapping, which is writable (only
-            // `writable` creates a `MapWriter`). It lies at or above `pos`,
-            // which is at or above `published`, so no reader holds a slice of
-            // it, and this is the map's only writer; `part` is our caller's
-            // memory, which cannot overlap the map's unpublished bytes.
+            // SAFETY: `at + part.len() <= pos + advance <= len`, so the
+            // destination is inside the region, which is writable (only
+            // `writable` creates a `MapWriter`, from a writable map). It lies
+            // at or above `pos`, which is at or above `published`, so no
+            // reader holds a slice of it, and this is the map's only writer;
+            // `part` is our caller's memory, which cannot overlap the map's
+            // unpublished bytes.
             unsafe {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.map.as_ptr().add(at), part.len());
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.ptr.add(at), part.len());
             }
             at += part.len();
         }
@@ -182,11 +196,11 @@ impl<M: StorageMap> MapWriter<M> {
     pub(crate) fn discard_unpublished(&mut self) {
         let published = self.map.published();
         if self.pos > published {
-            // SAFETY: `[published, pos)` is inside the mapping (pos <= len),
+            // SAFETY: `[published, pos)` is inside the region (pos <= len),
             // writable, not visible to any reader (above `published`), and
             // this is the map's only writer.
             unsafe {
-                std::ptr::write_bytes(self.map.map.as_ptr().add(published), 0, self.pos - published);
+                std::ptr::write_bytes(self.map.ptr.add(published), 0, self.pos - published);
             }
             self.pos = published;
         }

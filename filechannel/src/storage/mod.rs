@@ -7,16 +7,13 @@
 //! All `unsafe` code of the crate lives below this module: the memory maps.
 
 mod fs;
+mod heap;
 mod map;
 
 pub(crate) use fs::LOCK_FILE;
 pub use fs::{Fs, FsFile, FsLock, FsMap};
+pub(crate) use heap::HeapMap;
 pub(crate) use map::{MapWriter, SegmentMap};
-
-/// The map type of a storage backend's files.
-pub(crate) type MapOf<S> = <<S as Storage>::File as StorageFile>::Map;
-/// The writer of such a map.
-pub(crate) type MapWriterOf<S> = MapWriter<MapOf<S>>;
 
 use std::io;
 use std::path::Path;

@@ -38,9 +38,15 @@ pub fn drain(rx: &mut Receiver) -> Vec<Vec<u8>> {
     rx.try_iter().collect::<Result<_, _>>().unwrap()
 }
 
-/// Opens `dir` with small segments so that tests rotate often.
+/// Opens `dir` with small segments so that tests rotate often, and without
+/// compression so that segment files stay countable (compression has its own
+/// tests).
 pub fn open_small(dir: &Path) -> FileChannel {
-    FileChannel::builder().segment_size(4096).open(dir).unwrap()
+    FileChannel::builder()
+        .segment_size(4096)
+        .compression(filechannel::Compression::None)
+        .open(dir)
+        .unwrap()
 }
 
 /// Segment files in `dir`, sorted.

@@ -1,0 +1,204 @@
+//! The background compressor: replaces sealed segments with compressed
+//! copies, never on the send path.
+//!
+//! A segment is compressed when it is sealed, is not the one right behind the
+//! writer (receivers most likely still read it), and is not about to be
+//! deleted (some receiver still needs it, or there are no receivers). The
+//! swap is crash-safe:
+//!
+//! ```text
+//! segment.N                      plain, the only copy
+//! segment.N + segment.N.z.tmp    compressing; on open the .tmp is deleted
+//! segment.N + segment.N.z        written, fsynced, renamed, directory fsynced;
+//!                                on open the .z wins if complete and valid,
+//!                                else it is deleted and the plain file stays
+//! segment.N.z                    plain file deleted, directory fsynced
+//! ```
+//! A receiver in the middle of the plain file keeps its map (the inode lives
+//! on after the unlink) and so its exact position.
+
+use crate::channel::Shared;
+use crate::compress::{COMPRESSED_HEADER_LEN, CompressedHeader, Packed};
+use crate::format::{SEGMENT_HEADER_LEN, compressed_file_name, segment_file_name};
+use crate::segment::SegMeta;
+use crate::storage::{SegmentMap, Storage, StorageFile};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The compressor thread's controls.
+#[derive(Debug, Default)]
+pub(crate) struct Compressor {
+    work: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Segments whose compression failed; not tried again in this run.
+    failed: Mutex<HashSet<u64>>,
+}
+
+/// One segment to compress.
+struct Job {
+    id: u64,
+    meta: SegMeta,
+    next: SegMeta,
+}
+
+impl Compressor {
+    /// Tells the thread to look for work (a segment was sealed).
+    pub(crate) fn kick(&self) {
+        *self.work.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.cv.notify_one();
+    }
+
+    /// Stops the thread, after the segment it is compressing (if any).
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.kick();
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("the channel's compressor thread panicked");
+        }
+    }
+}
+
+/// Starts the compressor thread (if the channel compresses at all).
+pub(crate) fn start<S: Storage>(shared: &std::sync::Arc<Shared<S>>) -> std::io::Result<()> {
+    if shared.config.compression == crate::Compression::None {
+        return Ok(());
+    }
+    let weak = std::sync::Arc::downgrade(shared);
+    let handle = std::thread::Builder::new()
+        .name("filechannel-compress".into())
+        .spawn(move || run(weak))?;
+    *shared.compressor.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    shared.compressor.kick();
+    Ok(())
+}
+
+fn run<S: Storage>(shared: Weak<Shared<S>>) {
+    loop {
+        let Some(sh) = shared.upgrade() else { return };
+        if sh.compressor.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(job) = next_job(&sh) {
+            compress(&sh, &job);
+            continue;
+        }
+        let c = &sh.compressor;
+        let mut work = c.work.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*work && !c.stop.load(Ordering::Acquire) {
+            work =
+                c.cv.wait_timeout(work, Duration::from_secs(1))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+        }
+        *work = false;
+    }
+}
+
+/// The oldest segment worth compressing now.
+fn next_job<S: Storage>(sh: &Shared<S>) -> Option<Job> {
+    let failed = sh
+        .compressor
+        .failed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+    if cat.closed {
+        return None;
+    }
+    // Below the lowest floor, GC deletes; with no receivers it deletes
+    // nothing.
+    let floor = cat.min_floor().unwrap_or(0);
+    let mut it = cat.segments.iter().peekable();
+    while let Some((&id, &meta)) = it.next() {
+        let &(&next_id, &next) = it.peek()?;
+        if next_id >= cat.active_id {
+            // `id` is the segment right behind the writer, or the active one.
+            return None;
+        }
+        if meta.packed.is_none() && id >= floor && !failed.contains(&id) {
+            return Some(Job { id, meta, next });
+        }
+    }
+    None
+}
+
+fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
+    let dir = &sh.dir;
+    let plain = dir.join(segment_file_name(job.id));
+    let packed = dir.join(compressed_file_name(job.id));
+    let tmp = dir.join(format!("{}.tmp", compressed_file_name(job.id)));
+    let method = sh.config.compression;
+    let plain_len = SEGMENT_HEADER_LEN + (job.next.base_pos - job.meta.base_pos);
+    let written = (|| -> std::io::Result<u64> {
+        let file = sh.storage.open(&plain, false)?;
+        if plain_len > file.len()? {
+            return Err(std::io::Error::other(
+                "the segment is shorter than the next segment's header says",
+            ));
+        }
+        let map = SegmentMap::sealed(file.map(plain_len, false)?);
+        let body = method.compress(sh.config.compression_level, map.published_bytes())?;
+        drop(map);
+        let header = CompressedHeader {
+            method,
+            id: job.id,
+            base_seq: job.meta.base_seq,
+            base_pos: job.meta.base_pos,
+            end_seq: job.next.base_seq,
+            plain_len,
+            body_len: body.len() as u64,
+            body_crc: crc32fast::hash(&body),
+        };
+        let _ = sh.storage.remove(&tmp);
+        let out = sh.storage.create_new(&tmp)?;
+        out.write_all_at(&header.to_bytes(), 0)?;
+        out.write_all_at(&body, COMPRESSED_HEADER_LEN as u64)?;
+        out.sync_data()?;
+        sh.storage.rename(&tmp, &packed)?;
+        sh.storage.sync_dir(dir)?;
+        Ok(COMPRESSED_HEADER_LEN as u64 + body.len() as u64)
+    })();
+    let file_len = match written {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(segment = job.id, error = %e, "compressing a sealed segment failed; it stays plain");
+            let _ = sh.storage.remove(&tmp);
+            sh.compressor
+                .failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(job.id);
+            return;
+        }
+    };
+    let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+    if cat.closed {
+        // The lock is gone: leave both files, the next open keeps the valid
+        // compressed one.
+        return;
+    }
+    let swapped = match cat.segments.get_mut(&job.id) {
+        Some(meta) if meta.packed.is_none() => {
+            meta.packed = Some(Packed {
+                method,
+                plain_len,
+                file_len,
+            });
+            sh.storage.remove(&plain)
+        }
+        // Deleted by GC meanwhile: the copy is not needed.
+        _ => sh.storage.remove(&packed),
+    };
+    if let Err(e) = swapped.and_then(|()| sh.storage.sync_dir(dir)) {
+        tracing::warn!(segment = job.id, error = %e, "could not finish swapping in a compressed segment; the next open settles it");
+    }
+}

@@ -1,0 +1,64 @@
+//! A 16-byte aligned heap buffer that stands in for a memory map: receivers
+//! read decompressed segments from it exactly as from a mapped file.
+
+use super::StorageMap;
+
+/// An owned, zero-initialised, 16-byte aligned buffer.
+pub(crate) struct HeapMap {
+    /// `u128` elements give the alignment archived rkyv data may need.
+    buf: Box<[u128]>,
+    len: usize,
+}
+
+impl std::fmt::Debug for HeapMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeapMap").field("len", &self.len).finish()
+    }
+}
+
+impl HeapMap {
+    /// A zeroed buffer of `len` bytes; an error rather than an abort when
+    /// the memory cannot be had (the length comes from a file).
+    pub(crate) fn zeroed(len: usize) -> std::io::Result<Self> {
+        let words = len.div_ceil(16);
+        let mut v: Vec<u128> = Vec::new();
+        v.try_reserve_exact(words).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("cannot allocate {len} bytes"))
+        })?;
+        v.resize(words, 0);
+        Ok(HeapMap {
+            buf: v.into_boxed_slice(),
+            len,
+        })
+    }
+
+    /// An empty buffer (a placeholder map).
+    pub(crate) fn empty() -> Self {
+        HeapMap {
+            buf: Box::new([]),
+            len: 0,
+        }
+    }
+
+    /// The bytes, for filling the buffer before it is shared.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the boxed slice holds `16 * buf.len() >= len` initialised
+        // bytes; `u8` has no alignment or validity requirements; the borrow of
+        // `self` keeps the buffer alive and unaliased.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+// SAFETY: the boxed slice never moves or reallocates while `self` lives, so
+// `as_ptr` is stable; it points to `len` initialised bytes. Writing through
+// the pointer is allowed by the `StorageMap` contract only for writable maps,
+// which a `HeapMap` never becomes (it is only ever `SegmentMap::sealed`).
+unsafe impl StorageMap for HeapMap {
+    fn as_ptr(&self) -> *mut u8 {
+        self.buf.as_ptr().cast::<u8>().cast_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
