@@ -229,7 +229,9 @@ impl<S: Storage> Catalog<S> {
         let path = dir.join(segment_file_name(id));
         if self.segments.get(&id).is_some_and(|m| m.packed.is_some()) {
             storage.remove(&dir.join(compressed_file_name(id)))?;
-        } else if self.spares.len() < MAX_SPARES {
+        } else if self.spares.len() < MAX_SPARES && !storage.is_mapped(&path) {
+            // A file someone still maps (a receiver of an earlier, closed
+            // channel on this directory, say) is deleted, never rewritten.
             let len = storage.open(&path, false)?.len()?;
             let spare = dir.join(spare_file_name(id));
             storage.rename(&path, &spare)?;
@@ -237,7 +239,12 @@ impl<S: Storage> Catalog<S> {
         } else {
             storage.remove(&path)?;
         }
-        storage.sync_dir(dir)
+        // The file is gone from the chain either way; a failed directory
+        // fsync must not make GC retry a file that no longer exists.
+        if let Err(e) = storage.sync_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not sync the directory after retiring a segment");
+        }
+        Ok(())
     }
 }
 

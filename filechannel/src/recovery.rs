@@ -411,10 +411,11 @@ fn scan(map: &SegmentMap, id: u64, base_seq: u64) -> (usize, u64, bool) {
 
 /// Creates segment `id` — from `spare` (a consumed segment file kept for
 /// reuse, whose pages are likely still cached) when given, else as a new
-/// file with its space reserved — writes its header and maps it. With
-/// `sync`, the header and the directory entry are fsynced before it is
-/// returned; otherwise the caller must sync the directory before it reports
-/// anything in the segment durable.
+/// file with its space reserved — writes its header, fsyncs it (in every
+/// mode, so that the name never reaches the disk before the header does) and
+/// maps it. With `sync` the directory entry is fsynced too; otherwise the
+/// caller must sync the directory before it reports anything in the segment
+/// durable.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn create_segment<S: Storage>(
     storage: &S,
@@ -437,9 +438,7 @@ pub(crate) fn create_segment<S: Storage>(
             // covers the segment id.
             let f = storage.open(&spare, true).map_err(|e| Error::io(&spare, e))?;
             f.write_all_at(&header, 0).map_err(|e| Error::io(&spare, e))?;
-            if sync {
-                f.sync_data().map_err(|e| Error::io(&spare, e))?;
-            }
+            f.sync_data().map_err(|e| Error::io(&spare, e))?;
             storage.rename(&spare, &path).map_err(io)?;
             f
         }
@@ -448,7 +447,7 @@ pub(crate) fn create_segment<S: Storage>(
             let setup = f
                 .allocate(config.segment_capacity(first_len))
                 .and_then(|()| f.write_all_at(&header, 0))
-                .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+                .and_then(|()| f.sync_data());
             if let Err(e) = setup {
                 // Leave no half-made segment behind: nothing was written to it.
                 drop(f);

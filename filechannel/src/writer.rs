@@ -219,6 +219,12 @@ impl<S: Storage> Shared<S> {
                 }
             });
 
+        // A concurrent rotation's fsync of the same file may have failed
+        // (and been reported) even though ours succeeded: trust neither.
+        let result = result.and_then(|()| match self.poison.get() {
+            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        });
         let outcome = match result {
             Ok(()) => {
                 if self.config.durability == Durability::Sync {

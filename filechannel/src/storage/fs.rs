@@ -24,7 +24,31 @@ pub struct FsLock {
 
 /// A memory map of an [`FsFile`].
 #[derive(Debug)]
-pub struct FsMap(memmap2::MmapRaw);
+pub struct FsMap {
+    map: memmap2::MmapRaw,
+    /// (device, inode) of the mapped file, for [`MAPPED`].
+    key: (u64, u64),
+}
+
+/// How many maps this process holds of each file, by (device, inode).
+static MAPPED: std::sync::Mutex<std::collections::BTreeMap<(u64, u64), usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn mapped() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<(u64, u64), usize>> {
+    MAPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for FsMap {
+    fn drop(&mut self) {
+        let mut m = mapped();
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// Name of the lock file in a channel directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -103,6 +127,11 @@ impl Storage for Fs {
     fn disk_usage(&self, path: &Path) -> io::Result<u64> {
         Ok(std::fs::metadata(path)?.blocks() * 512)
     }
+
+    fn is_mapped(&self, path: &Path) -> bool {
+        // Unknown counts as mapped: the file is then deleted, not recycled.
+        std::fs::metadata(path).map_or(true, |m| mapped().contains_key(&(m.dev(), m.ino())))
+    }
 }
 
 impl StorageFile for FsFile {
@@ -165,12 +194,15 @@ impl StorageFile for FsFile {
         let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
         let mut opts = memmap2::MmapOptions::new();
         opts.len(len);
+        let meta = self.0.metadata()?;
+        let key = (meta.dev(), meta.ino());
         let map = if writable {
             opts.map_raw(&self.0)?
         } else {
             opts.map_raw_read_only(&self.0)?
         };
-        Ok(FsMap(map))
+        *mapped().entry(key).or_insert(0) += 1;
+        Ok(FsMap { map, key })
     }
 }
 
@@ -192,11 +224,11 @@ fn write_zeros(file: &File, mut offset: u64, len: u64) -> io::Result<()> {
 // with `writable`.
 unsafe impl StorageMap for FsMap {
     fn as_ptr(&self) -> *mut u8 {
-        self.0.as_mut_ptr()
+        self.map.as_mut_ptr()
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
     }
 
     fn prefault_write(&self, offset: usize, len: usize) {
@@ -214,7 +246,7 @@ impl FsMap {
     fn populate(&self, offset: usize, len: usize, advice: rustix::mm::Advice) {
         let page = rustix::param::page_size();
         let start = offset / page * page;
-        let end = (offset + len).min(self.0.len());
+        let end = (offset + len).min(self.map.len());
         if start >= end {
             return;
         }
@@ -222,6 +254,6 @@ impl FsMap {
         // advices only fault pages in (as if read or written) without
         // changing their contents. Kernels before 5.14 answer EINVAL, and a
         // read-only map refuses POPULATE_WRITE: the hint is then not taken.
-        let _ = unsafe { rustix::mm::madvise(self.0.as_mut_ptr().add(start).cast(), end - start, advice) };
+        let _ = unsafe { rustix::mm::madvise(self.map.as_mut_ptr().add(start).cast(), end - start, advice) };
     }
 }

@@ -49,6 +49,12 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Bytes the file really occupies on disk.
     fn disk_usage(&self, path: &Path) -> io::Result<u64>;
+    /// Whether this process holds a memory map of the file at `path` (a
+    /// mapped file is never recycled: rewriting it would change bytes under
+    /// a reader).
+    fn is_mapped(&self, _path: &Path) -> bool {
+        false
+    }
 }
 
 /// An open file of a [`Storage`].
