@@ -1,0 +1,131 @@
+//! Compressed segments: read throughput per method from compressed segments,
+//! the ratio each method achieves on JSON-like event lines, and `Write_64`
+//! with compression on and off (compression runs on its own thread and must
+//! not slow `send`).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use filechannel::{Compression, FileChannel};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const METHODS: [Compression; 4] = [
+    Compression::None,
+    Compression::Snappy,
+    Compression::Gzip,
+    Compression::Zstd,
+];
+
+/// A realistic ~200-byte event: a JSON object with repeated keys and
+/// varying values.
+fn event(i: u64) -> Vec<u8> {
+    format!(
+        r#"{{"ts":"2026-11-26T15:{:02}:{:02}.{:03}Z","level":"info","service":"checkout","user_id":{},"order_id":"o-{:08}","amount_cents":{},"currency":"EUR","items":{},"msg":"order placed"}}"#,
+        (i / 60_000) % 60,
+        (i / 1000) % 60,
+        i % 1000,
+        i % 10_007,
+        i,
+        (i * 7919) % 100_000,
+        1 + i % 5
+    )
+    .into_bytes()
+}
+
+fn open(dir: &std::path::Path, method: Compression) -> FileChannel {
+    FileChannel::builder()
+        .segment_size(4 << 20)
+        .compression(method)
+        .open(dir)
+        .expect("open")
+}
+
+fn wait_compressed(ch: &FileChannel, method: Compression) {
+    if method == Compression::None {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ch.stats().compressed_segments + 2 < ch.stats().segments {
+        assert!(Instant::now() < deadline, "compression did not finish");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn name(m: Compression) -> &'static str {
+    match m {
+        Compression::None => "none",
+        Compression::Snappy => "snappy",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        _ => "other",
+    }
+}
+
+fn compressed_read(c: &mut Criterion) {
+    let events: Vec<Vec<u8>> = (0..10_000).map(event).collect();
+    let avg = events.iter().map(Vec::len).sum::<usize>() as u64 / events.len() as u64;
+
+    // The ratio, once per method, on 64 MiB of events.
+    for method in METHODS.into_iter().skip(1) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ch = open(dir.path(), method);
+        let tx = ch.tx();
+        for i in 0..(64 << 20) / avg {
+            tx.send(&events[(i % 10_000) as usize]).expect("send");
+        }
+        wait_compressed(&ch, method);
+        let ratio = ch.stats().compression_ratio().unwrap_or(1.0);
+        println!(
+            "compression ratio {}: {ratio:.2} on JSON-like events of ~{avg} bytes",
+            name(method)
+        );
+    }
+
+    let mut g = c.benchmark_group("compressed");
+    g.throughput(Throughput::Bytes(avg));
+    for method in METHODS {
+        g.bench_function(format!("Read_event/{}", name(method)), |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let ch = open(dir.path(), method);
+                let mut rx = ch.rx_ack();
+                let tx = ch.tx();
+                for i in 0..iters {
+                    tx.send(&events[(i % 10_000) as usize]).expect("send");
+                }
+                wait_compressed(&ch, method);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(&*rx.recv_ref().expect("recv"));
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("compression_write");
+    let msg = [0x5Au8; 64];
+    g.throughput(Throughput::Bytes(64));
+    for method in [Compression::None, Compression::Snappy, Compression::Zstd] {
+        g.bench_function(format!("Write_64/{}", name(method)), |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let ch = open(dir.path(), method);
+                let tx = ch.tx();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    tx.send(black_box(&msg)).expect("send");
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = compressed_read
+}
+criterion_main!(benches);
