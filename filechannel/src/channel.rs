@@ -70,7 +70,8 @@ pub(crate) struct Shared<S: Storage> {
 
 /// The background thread: wakes blocked receivers within `flush_interval`
 /// (what `Buffered` mode relies on), faults in pages ahead of the writer and
-/// fsyncs sealed segments. It parks when there is nothing to do.
+/// deletes or recycles segments receivers have passed. It parks when there is
+/// nothing to do.
 ///
 /// Aligned to its own cache lines: senders only read `idle`, and must not
 /// share a line with what the flusher writes.
@@ -79,8 +80,6 @@ pub(crate) struct Shared<S: Storage> {
 pub(crate) struct Flusher {
     idle: AtomicBool,
     stop: AtomicBool,
-    /// A sealed segment waits for its background fsync.
-    pub sealed_pending: AtomicBool,
     /// A receiver moved on: segments may be collectable.
     pub gc_pending: AtomicBool,
     /// Id of the active segment (the flusher re-reads the catalog when it
@@ -456,11 +455,6 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             active = Some((cat.active_id, Arc::clone(&cat.active_map)));
             prefaulted = 0;
-        }
-        // After dropping our map of the sealed segment: syncing a file that
-        // is still mapped writable costs a TLB shootdown per page.
-        if sh.flusher.sealed_pending.swap(false, Ordering::AcqRel) {
-            sh.sync_sealed();
         }
         if sh.flusher.gc_pending.swap(false, Ordering::AcqRel) {
             let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);

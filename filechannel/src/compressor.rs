@@ -21,7 +21,7 @@ use crate::channel::Shared;
 use crate::compress::{COMPRESSED_HEADER_LEN, CompressedHeader, Packed};
 use crate::format::{SEGMENT_HEADER_LEN, compressed_file_name, segment_file_name};
 use crate::segment::SegMeta;
-use crate::storage::{SegmentMap, Storage, StorageFile};
+use crate::storage::{Storage, StorageFile};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, Weak};
@@ -81,6 +81,12 @@ pub(crate) fn start<S: Storage>(shared: &std::sync::Arc<Shared<S>>) -> std::io::
 }
 
 fn run<S: Storage>(shared: Weak<Shared<S>>) {
+    // Lowest priority (on Linux this affects only the calling thread):
+    // compression must take no CPU time that senders, receivers or the
+    // flusher could use. If it is refused, compression still works.
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        tracing::debug!(error = %e, "could not lower the compressor thread's priority");
+    }
     loop {
         let Some(sh) = shared.upgrade() else { return };
         if sh.compressor.stop.load(Ordering::Acquire) {
@@ -145,9 +151,17 @@ fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
                 "the segment is shorter than the next segment's header says",
             ));
         }
-        let map = SegmentMap::sealed(file.map(plain_len, false)?);
-        let body = method.compress(sh.config.compression_level, map.published_bytes())?;
-        drop(map);
+        // Read, not mapped: mapping and unmapping take the process's
+        // address-space lock for writing, which would stall the sender's and
+        // the flusher's page faults.
+        let mut data = Vec::new();
+        let len = usize::try_from(plain_len).map_err(std::io::Error::other)?;
+        data.try_reserve_exact(len)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::OutOfMemory, "segment too large to compress"))?;
+        data.resize(len, 0);
+        file.read_exact_at(&mut data, 0)?;
+        let body = method.compress(sh.config.compression_level, &data)?;
+        drop(data);
         let header = CompressedHeader {
             method,
             id: job.id,

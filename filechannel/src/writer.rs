@@ -20,9 +20,10 @@ pub(crate) struct Writer<S: Storage> {
     pub next_seq: u64,
     /// Channel byte position of the active segment's first frame.
     pub base_pos: u64,
-    /// Sealed segments not fsynced yet (non-`Sync` modes); the flusher or the
-    /// next `sync()` syncs them.
-    pub unsynced: Vec<Arc<S::File>>,
+    /// Ids of sealed segments not fsynced yet (non-`Sync` modes); the next
+    /// `sync()` or `close()` syncs them. Ids, not open files: a channel that
+    /// never syncs must not pile up descriptors.
+    pub unsynced: Vec<u64>,
     /// The directory changed (a segment was created) since it was synced.
     pub dir_dirty: bool,
     /// Set by `close`; checked under the lock so no send slips in after it.
@@ -143,9 +144,8 @@ impl<S: Storage> Shared<S> {
                 return Err(self.poison_with(w, e));
             }
         } else {
-            w.unsynced.push(old_file);
+            w.unsynced.push(w.id);
             w.dir_dirty = true;
-            self.flusher.sealed_pending.store(true, Ordering::Release);
         }
         {
             // Readers map segments under the catalog lock, so they see the new
@@ -209,7 +209,7 @@ impl<S: Storage> Shared<S> {
         };
         let result = sealed
             .iter()
-            .try_for_each(|f| f.sync_data())
+            .try_for_each(|&sealed| self.sync_sealed(sealed))
             .and_then(|()| file.sync_data())
             .and_then(|()| {
                 if dir_dirty {
@@ -259,38 +259,17 @@ impl<S: Storage> Shared<S> {
         self.sync_cv.notify_all();
         outcome.map(drop)
     }
+}
 
-    /// Fsyncs sealed segments and the directory in the background (called by
-    /// the flusher), so that a power loss costs at most the active segment.
-    /// Takes the group-commit leadership so a concurrent `sync()` waits for
-    /// it rather than finding nothing to do and returning early.
-    pub(crate) fn sync_sealed(&self) {
-        {
-            let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
-            if st.in_progress || self.poison.get().is_some() {
-                return;
-            }
-            st.in_progress = true;
+impl<S: Storage> Shared<S> {
+    /// Fsyncs sealed segment `id`, if it is still a plain file (a compressed
+    /// copy was fsynced when it was made; a deleted one needs nothing).
+    fn sync_sealed(&self, id: u64) -> std::io::Result<()> {
+        match self.storage.open(&self.dir.join(format::segment_file_name(id)), false) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        let (sealed, dir_dirty) = {
-            let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            (std::mem::take(&mut w.unsynced), std::mem::take(&mut w.dir_dirty))
-        };
-        let result = sealed.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
-            if dir_dirty {
-                self.storage.sync_dir(&self.dir)
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = result {
-            let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let _ = self.poison_with(&w, e);
-        }
-        let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.in_progress = false;
-        drop(st);
-        self.sync_cv.notify_all();
     }
 }
 
