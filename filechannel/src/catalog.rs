@@ -121,6 +121,10 @@ pub(crate) struct Catalog<S: Storage> {
     /// Set when the channel is closed: the directory lock is gone, so
     /// nothing may change files any more.
     pub closed: bool,
+    /// The segment the compressor is working on: GC leaves it (and what
+    /// follows) alone until the swap is done, so the compressor never reads
+    /// a recycled file or leaves a copy of a deleted segment behind.
+    pub compressing: Option<u64>,
 }
 
 /// What a receiver gets when it enters a segment.
@@ -208,7 +212,7 @@ impl<S: Storage> Catalog<S> {
             // a stale head means redelivery, never loss.
             tracing::warn!(path = %self.head.path().display(), error = %e, "could not record the head");
         }
-        let limit = min_floor.min(self.active_id);
+        let limit = min_floor.min(self.active_id).min(self.compressing.unwrap_or(u64::MAX));
         while let Some((&id, _)) = self.segments.first_key_value() {
             if id >= limit {
                 break;
@@ -238,6 +242,17 @@ impl<S: Storage> Catalog<S> {
             self.spares.push((spare, len));
         } else {
             storage.remove(&path)?;
+        }
+        // A compressed copy and its plain file can both exist for a moment
+        // (the compressor deletes the plain file after the swap): neither may
+        // outlive the segment.
+        for leftover in [path, dir.join(compressed_file_name(id))] {
+            match storage.remove(&leftover) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %leftover.display(), error = %e, "could not delete a retired segment's leftover file");
+                }
+                _ => {}
+            }
         }
         // The file is gone from the chain either way; a failed directory
         // fsync must not make GC retry a file that no longer exists.
@@ -270,9 +285,9 @@ pub(crate) fn enter<S: Storage>(
             };
             (meta, (id == cat.active_id).then(|| Arc::clone(&cat.active_map)))
         };
-        if meta.packed.is_some() {
+        if let Some(expected) = meta.packed {
             let packed = dir.join(compressed_file_name(id));
-            return match crate::compress::load_compressed(storage, &packed) {
+            return match crate::compress::load_compressed(storage, &packed, expected) {
                 Ok(map) => Ok(Some(Entered { map, meta })),
                 Err(reason) => Err(RecvError::BadCompressedSegment {
                     segment: packed,

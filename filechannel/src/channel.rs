@@ -186,6 +186,7 @@ impl<S: Storage> FileChannel<S> {
             head,
             spares,
             closed: false,
+            compressing: None,
         };
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos)),

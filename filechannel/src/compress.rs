@@ -264,7 +264,7 @@ pub(crate) fn read_compressed<S: crate::storage::Storage>(
     let mut raw = [0u8; COMPRESSED_HEADER_LEN];
     file.read_exact_at(&mut raw, 0).map_err(|e| e.to_string())?;
     let header = CompressedHeader::from_bytes(&raw)?;
-    if len != COMPRESSED_HEADER_LEN as u64 + header.body_len {
+    if Some(len) != header.body_len.checked_add(COMPRESSED_HEADER_LEN as u64) {
         return Err(format!(
             "the file is {len} bytes but its header records a body of {} bytes (incomplete)",
             header.body_len
@@ -288,8 +288,13 @@ pub(crate) fn read_compressed<S: crate::storage::Storage>(
 pub(crate) fn load_compressed<S: crate::storage::Storage>(
     storage: &S,
     path: &std::path::Path,
+    expected: Packed,
 ) -> Result<std::sync::Arc<crate::storage::SegmentMap>, String> {
     let (header, body) = read_compressed(storage, path)?;
+    if header.plain_len != expected.plain_len {
+        // Open checked the length against the next segment; the file changed.
+        return Err("the header's segment length changed since the channel was opened".into());
+    }
     let plain_len = usize::try_from(header.plain_len).map_err(|_| "segment too large for this machine".to_string())?;
     let mut buf = crate::storage::HeapMap::zeroed(plain_len).map_err(|e| e.to_string())?;
     header

@@ -108,7 +108,8 @@ fn run<S: Storage>(shared: Weak<Shared<S>>) {
     }
 }
 
-/// The oldest segment worth compressing now.
+/// The oldest segment worth compressing now, claimed: GC leaves it alone
+/// until [`compress`] is done with it.
 fn next_job<S: Storage>(sh: &Shared<S>) -> Option<Job> {
     let failed = sh
         .compressor
@@ -116,10 +117,16 @@ fn next_job<S: Storage>(sh: &Shared<S>) -> Option<Job> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
     if cat.closed {
         return None;
     }
+    let job = find_job(&cat, &failed)?;
+    cat.compressing = Some(job.id);
+    Some(job)
+}
+
+fn find_job<S: Storage>(cat: &crate::catalog::Catalog<S>, failed: &HashSet<u64>) -> Option<Job> {
     // Below the lowest floor, GC deletes; with no receivers it deletes
     // nothing.
     let floor = cat.min_floor().unwrap_or(0);
@@ -138,12 +145,50 @@ fn next_job<S: Storage>(sh: &Shared<S>) -> Option<Job> {
 }
 
 fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
+    let outcome = write_compressed(sh, job);
+    let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+    cat.compressing = None;
+    // GC may have skipped this segment while it was claimed.
+    sh.flusher.gc_pending.store(true, Ordering::Release);
+    sh.arm_flusher();
+    let packed = match outcome {
+        Ok(packed) => packed,
+        Err(e) => {
+            drop(cat);
+            tracing::warn!(segment = job.id, error = %e, "compressing a sealed segment failed; it stays plain");
+            sh.compressor
+                .failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(job.id);
+            return;
+        }
+    };
+    // The claim kept the segment registered. From here on receivers load the
+    // compressed copy; the plain file can go.
+    if let Some(meta) = cat.segments.get_mut(&job.id) {
+        meta.packed = Some(packed);
+    }
+    drop(cat);
+    let plain = sh.dir.join(segment_file_name(job.id));
+    if let Err(e) = sh.storage.remove(&plain).and_then(|()| sh.storage.sync_dir(&sh.dir)) {
+        // Both files stay; the next open keeps the valid compressed one.
+        tracing::warn!(segment = job.id, error = %e, "could not delete a plain segment after compressing it");
+    }
+}
+
+/// Writes `segment.N.z` (as `.tmp`, fsynced, renamed, directory fsynced).
+/// The segment is claimed (`Catalog::compressing`), so GC does not touch it
+/// meanwhile and no lock is held during the file work.
+fn write_compressed<S: Storage>(sh: &Shared<S>, job: &Job) -> std::io::Result<Packed> {
     let dir = &sh.dir;
     let plain = dir.join(segment_file_name(job.id));
     let packed = dir.join(compressed_file_name(job.id));
     let tmp = dir.join(format!("{}.tmp", compressed_file_name(job.id)));
     let method = sh.config.compression;
-    let plain_len = SEGMENT_HEADER_LEN + (job.next.base_pos - job.meta.base_pos);
+    let plain_len = (job.next.base_pos - job.meta.base_pos)
+        .checked_add(SEGMENT_HEADER_LEN)
+        .ok_or_else(|| std::io::Error::other("segment length overflows"))?;
     let written = (|| -> std::io::Result<u64> {
         let file = sh.storage.open(&plain, false)?;
         if plain_len > file.len()? {
@@ -177,42 +222,26 @@ fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
         out.write_all_at(&header.to_bytes(), 0)?;
         out.write_all_at(&body, COMPRESSED_HEADER_LEN as u64)?;
         out.sync_data()?;
-        sh.storage.rename(&tmp, &packed)?;
-        sh.storage.sync_dir(dir)?;
         Ok(COMPRESSED_HEADER_LEN as u64 + body.len() as u64)
     })();
     let file_len = match written {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!(segment = job.id, error = %e, "compressing a sealed segment failed; it stays plain");
             let _ = sh.storage.remove(&tmp);
-            sh.compressor
-                .failed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(job.id);
-            return;
+            return Err(e);
         }
     };
-    let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
-    if cat.closed {
-        // The lock is gone: leave both files, the next open keeps the valid
-        // compressed one.
-        return;
+    // From the rename on, open() settles any crash (the valid copy wins). If
+    // the directory fsync fails, the copy goes again: a compressed file the
+    // catalog does not know of must not outlive the plain segment.
+    sh.storage.rename(&tmp, &packed)?;
+    if let Err(e) = sh.storage.sync_dir(dir) {
+        let _ = sh.storage.remove(&packed);
+        return Err(e);
     }
-    let swapped = match cat.segments.get_mut(&job.id) {
-        Some(meta) if meta.packed.is_none() => {
-            meta.packed = Some(Packed {
-                method,
-                plain_len,
-                file_len,
-            });
-            sh.storage.remove(&plain)
-        }
-        // Deleted by GC meanwhile: the copy is not needed.
-        _ => sh.storage.remove(&packed),
-    };
-    if let Err(e) = swapped.and_then(|()| sh.storage.sync_dir(dir)) {
-        tracing::warn!(segment = job.id, error = %e, "could not finish swapping in a compressed segment; the next open settles it");
-    }
+    Ok(Packed {
+        method,
+        plain_len,
+        file_len,
+    })
 }

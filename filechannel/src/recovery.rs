@@ -64,13 +64,19 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
         // A crash between writing the compressed copy and deleting the plain
         // file: the copy wins only if it is complete and valid.
         let z = dir.join(compressed_file_name(id));
+        let newest = plain.last() == Some(&id) && packed.last() == Some(&id);
         match read_compressed(storage, &z) {
-            Ok(_) => {
+            // Only a sealed segment is ever compressed: a copy of the newest
+            // one is not ours to trust.
+            Ok((h, _)) if h.id == id && !newest => {
                 let p = dir.join(segment_file_name(id));
                 storage.remove(&p).map_err(|e| Error::io(&p, e))?;
                 plain.remove(&id);
             }
-            Err(reason) => {
+            other => {
+                let reason = other
+                    .err()
+                    .unwrap_or_else(|| "it does not match its plain segment".into());
                 tracing::warn!(path = %z.display(), %reason, "removing a broken compressed copy; the plain segment stays");
                 storage.remove(&z).map_err(|e| Error::io(&z, e))?;
                 packed.remove(&id);
@@ -165,16 +171,19 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
         match end_seqs.get(&id) {
             // A compressed segment was sealed when it was compressed; its
             // header says where it ends.
-            Some(&end) if end <= next.base_seq => {}
             Some(&end) => {
-                return Err(Error::BadSegment {
-                    path: dir.join(compressed_file_name(id)),
-                    reason: format!(
-                        "holds messages up to {} but the next segment starts at {}",
-                        end - 1,
-                        next.base_seq
-                    ),
-                });
+                let expected_len = (next.base_pos - this.base_pos).checked_add(SEGMENT_HEADER_LEN);
+                let plain_len = this.packed.map(|p| p.plain_len);
+                if end != next.base_seq || plain_len != expected_len {
+                    return Err(Error::BadSegment {
+                        path: dir.join(compressed_file_name(id)),
+                        reason: format!(
+                            "ends at sequence {end} and {plain_len:?} bytes, but the next segment starts at {} \
+                             (expected {expected_len:?} bytes)",
+                            next.base_seq
+                        ),
+                    });
+                }
             }
             None => check_seal(storage, &dir.join(segment_file_name(id)), id, this, next)?,
         }
@@ -256,7 +265,7 @@ fn read_packed_header<S: Storage>(storage: &S, path: &Path, id: u64) -> Result<(
             header.id
         )));
     }
-    if len != COMPRESSED_HEADER_LEN as u64 + header.body_len {
+    if Some(len) != header.body_len.checked_add(COMPRESSED_HEADER_LEN as u64) {
         return Err(bad(format!(
             "the file is {len} bytes but its header records a body of {} bytes",
             header.body_len
@@ -317,7 +326,7 @@ fn check_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next
     let io = |e| Error::io(path, e);
     let file = storage.open(path, false).map_err(io)?;
     let len = file.len().map_err(io)?;
-    let seal_at = (next.base_pos - this.base_pos + SEGMENT_HEADER_LEN).checked_sub(FRAME_HEADER_LEN);
+    let seal_at = (next.base_pos - this.base_pos).checked_add(SEGMENT_HEADER_LEN - FRAME_HEADER_LEN);
     if let Some(seal_at) = seal_at.filter(|&at| at + FRAME_HEADER_LEN <= len) {
         let mut raw = [0u8; FRAME_HEADER_LEN as usize];
         file.read_exact_at(&mut raw, seal_at).map_err(io)?;

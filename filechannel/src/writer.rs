@@ -144,12 +144,12 @@ impl<S: Storage> Shared<S> {
                 return Err(self.poison_with(w, e));
             }
         } else {
-            w.unsynced.push(w.id);
+            w.unsynced.push(new_id - 1);
             w.dir_dirty = true;
         }
         {
-            // Readers map segments under the catalog lock, so they see the new
-            // segment registered and the old one sealed together.
+            // Under the catalog lock: a receiver that reads the seal finds the
+            // next segment registered.
             let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.segments.insert(
                 new_id,

@@ -70,7 +70,16 @@ fn disk_full_is_reported_nothing_confirmed_is_lost_and_sending_resumes() {
         }
         assert_eq!(next_recv, next_send, "cycle {cycle}");
         // Consumed segments are gone: at most the active one is left.
-        wait_for("consumed segments to go", || segment_files(&dir).len() <= 2);
+        wait_for(
+            &format!(
+                "consumed segments to go: {:?}",
+                std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect::<Vec<_>>()
+            ),
+            || segment_files(&dir).len() <= 2,
+        );
         // Sending works again right away...
         tx.send(&payload(next_send, 1000)).unwrap();
         next_send += 1;
