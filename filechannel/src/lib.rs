@@ -16,6 +16,9 @@ mod segment;
 pub mod storage;
 mod writer;
 
+#[cfg(test)]
+mod crash_tests;
+
 pub use crate::channel::{FileChannel, Sender, Stats};
 pub use crate::compress::Compression;
 pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};

@@ -27,6 +27,7 @@ use crate::format::{
 use crate::segment::{SegMeta, read_frame};
 use crate::storage::{MapWriter, SegmentMap, Storage, StorageFile};
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -161,6 +162,26 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
                 packed: None,
             },
         )?;
+    }
+
+    // A newest segment without a frame after a predecessor without its seal
+    // is a rotation that never finished (a crash, or a creation whose clean-up
+    // failed): the predecessor may even have taken more messages since. The
+    // empty segment goes and the predecessor is the active one again.
+    let last_two: Vec<(u64, SegMeta)> = segments.iter().rev().take(2).map(|(&id, &m)| (id, m)).collect();
+    if let [(newest, newest_meta), (prev, prev_meta)] = last_two[..]
+        && prev_meta.packed.is_none()
+    {
+        let path = dir.join(segment_file_name(newest));
+        let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
+        let prev_path = dir.join(segment_file_name(prev));
+        if holds_no_frame(&file) && !has_seal(storage, &prev_path, prev, prev_meta, newest_meta)? {
+            drop(file);
+            tracing::warn!(path = %path.display(), "removing an empty segment whose predecessor was never sealed (an unfinished rotation)");
+            storage.remove(&path).map_err(|e| Error::io(&path, e))?;
+            storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+            segments.remove(&newest);
+        }
     }
 
     // Older segments must end with a seal frame where the next header says;
@@ -322,23 +343,30 @@ fn holds_no_frame<F: StorageFile>(file: &F) -> bool {
 /// Checks that an older segment ends with its seal frame where the next
 /// segment's header puts it; if the seal (or more) was lost, seals the segment
 /// after its last valid frame. Fsyncs the segment either way.
-fn check_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<(), Error> {
+/// Whether segment `id` ends with a valid seal frame where the next
+/// segment's header puts it.
+fn has_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<bool, Error> {
     let io = |e| Error::io(path, e);
     let file = storage.open(path, false).map_err(io)?;
     let len = file.len().map_err(io)?;
     let seal_at = (next.base_pos - this.base_pos).checked_add(SEGMENT_HEADER_LEN - FRAME_HEADER_LEN);
-    if let Some(seal_at) = seal_at.filter(|&at| at + FRAME_HEADER_LEN <= len) {
-        let mut raw = [0u8; FRAME_HEADER_LEN as usize];
-        file.read_exact_at(&mut raw, seal_at).map_err(io)?;
-        if let Some(h) = FrameHeader::from_bytes(&raw)
-            && h.is_seal()
-            && h.len == 0
-            && h.seq_lo == next.base_seq as u32
-            && h.compute_crc(&[], id) == h.crc
-        {
-            return file.sync_data().map_err(io);
-        }
+    let Some(seal_at) = seal_at.filter(|&at| at.saturating_add(FRAME_HEADER_LEN) <= len) else {
+        return Ok(false);
+    };
+    let mut raw = [0u8; FRAME_HEADER_LEN as usize];
+    file.read_exact_at(&mut raw, seal_at).map_err(io)?;
+    Ok(FrameHeader::from_bytes(&raw).is_some_and(|h| {
+        h.is_seal() && h.len == 0 && h.seq_lo == next.base_seq as u32 && h.compute_crc(&[], id) == h.crc
+    }))
+}
+
+fn check_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<(), Error> {
+    let io = |e| Error::io(path, e);
+    if has_seal(storage, path, id, this, next)? {
+        return storage.open(path, false).and_then(|f| f.sync_data()).map_err(io);
     }
+    let file = storage.open(path, false).map_err(io)?;
+    let len = file.len().map_err(io)?;
     // The seal is not where it should be: find where the valid frames end.
     let map = SegmentMap::sealed(file.map(len, false).map_err(io)?);
     let (end, seq, sealed) = scan(&map, id, this.base_seq);
@@ -459,9 +487,14 @@ pub(crate) fn create_segment<S: Storage>(
                 .and_then(|()| f.sync_data());
             if let Err(e) = setup {
                 // Leave no half-made segment behind: nothing was written to it.
+                // If even that fails, the caller must not carry on as if the
+                // disk were merely full: the error is not a disk-full one.
                 drop(f);
                 if let Err(rm) = storage.remove(&path) {
                     tracing::warn!(path = %path.display(), error = %rm, "could not remove a segment whose creation failed");
+                    return Err(io(io::Error::other(format!(
+                        "creating the segment failed ({e}) and so did removing it ({rm})"
+                    ))));
                 }
                 return Err(io(e));
             }

@@ -246,3 +246,35 @@ fn a_file_in_place_of_the_directory_is_an_io_error() {
     std::fs::File::create(&path).unwrap().seek(SeekFrom::Start(0)).unwrap();
     assert!(matches!(FileChannel::open(&path), Err(Error::Io { .. })));
 }
+
+/// Regression (found by the I/O-error injection test): a rotation whose new
+/// segment could be neither finished nor removed left an empty `segment.N+1`
+/// behind, while the sender carried on in segment N with smaller messages
+/// that still fit. The next open refused the channel ("holds messages up to
+/// sequence 24 but the next segment starts at 22"). An empty newest segment
+/// after an unsealed one is now removed as an unfinished rotation.
+#[test]
+fn unfinished_rotation_leaving_an_empty_segment_after_an_unsealed_one_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 10, 100);
+    let segs = segment_files(dir.path());
+    let last = segs.last().unwrap();
+    let id: u64 = last.file_name().unwrap().to_str().unwrap()["segment.".len()..]
+        .parse()
+        .unwrap();
+    // A valid header for the next segment claiming an earlier start, no frames.
+    let mut header = [0u8; 64];
+    header[0..8].copy_from_slice(b"FCHANSEG");
+    header[8] = 1;
+    header[16..24].copy_from_slice(&(id + 1).to_le_bytes());
+    header[24..32].copy_from_slice(&5u64.to_le_bytes());
+    header[32..40].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    let next = dir.path().join(format!("segment.{:020}", id + 1));
+    let mut file = header.to_vec();
+    file.resize(4096, 0);
+    std::fs::write(&next, file).unwrap();
+    assert_eq!(read_all(dir.path()), (0..10).collect::<Vec<_>>());
+    assert!(!next.exists());
+}

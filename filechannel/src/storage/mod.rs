@@ -9,6 +9,8 @@
 mod fs;
 mod heap;
 mod map;
+#[cfg(any(test, feature = "testing"))]
+pub mod sim;
 
 pub(crate) use fs::LOCK_FILE;
 pub use fs::{Fs, FsFile, FsLock, FsMap};
