@@ -18,6 +18,8 @@ mod writer;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod model_tests;
 
 pub use crate::channel::{FileChannel, Sender, Stats};
 pub use crate::compress::Compression;
