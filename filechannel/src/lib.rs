@@ -18,6 +18,9 @@ mod writer;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod model_tests;
 

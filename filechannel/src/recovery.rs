@@ -122,6 +122,20 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
                 });
             }
             let (header, file_len) = read_packed_header(storage, &path, id)?;
+            // Reading it decompresses `plain_len` bytes into memory: refuse
+            // lengths no segment of this channel can have.
+            let limit = config
+                .segment_capacity(config.max_message_size as u64)
+                .saturating_mul(4);
+            if header.plain_len > limit {
+                return Err(Error::BadSegment {
+                    path,
+                    reason: format!(
+                        "records {} bytes of segment, more than the {limit} this channel allows",
+                        header.plain_len
+                    ),
+                });
+            }
             push_meta(
                 &mut segments,
                 &path,
