@@ -6,15 +6,32 @@
 //! common case under load. An async receive would register a `Waker` next to
 //! the condition variable and be woken by the same `notify_all`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicUsize, Ordering, fence};
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex};
+use std::sync::PoisonError;
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Notifier {
     waiters: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
 }
 
 impl Notifier {
@@ -35,7 +52,7 @@ impl Notifier {
     /// Wakes sleeping receivers if there are any. Call after publishing.
     #[inline]
     pub(crate) fn notify_if_waiting(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.has_waiters() {
             self.notify_all();
         }
@@ -53,7 +70,7 @@ impl Notifier {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // Pairs with the fence in `notify_if_waiting` (Dekker): either the
         // publisher sees this waiter or `blocked()` sees its data.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         on_wait();
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let ready = loop {
@@ -80,5 +97,56 @@ impl Notifier {
         drop(guard);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         ready
+    }
+}
+
+/// The hand-off between a publisher and a receiver going to sleep, checked
+/// exhaustively by loom (`RUSTFLAGS="--cfg loom" cargo test -p filechannel
+/// --lib --release notify`; `LOOM_MAX_PREEMPTIONS=2` is the CI bound). A lost
+/// wake-up leaves the receiver asleep forever, which loom reports as a
+/// deadlock.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::Notifier;
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_publish_never_misses_a_receiver_going_to_sleep() {
+        loom::model(|| {
+            let notify = Arc::new(Notifier::default());
+            let published = Arc::new(AtomicU64::new(0));
+            let (n, p) = (Arc::clone(&notify), Arc::clone(&published));
+            let sender = loom::thread::spawn(move || {
+                p.store(1, Ordering::Release);
+                n.notify_if_waiting();
+            });
+            let ready = notify.wait_while(None, || published.load(Ordering::Acquire) == 0, || {});
+            assert!(ready);
+            assert_eq!(published.load(Ordering::Acquire), 1);
+            sender.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn two_receivers_both_wake_for_one_publish() {
+        loom::model(|| {
+            let notify = Arc::new(Notifier::default());
+            let published = Arc::new(AtomicU64::new(0));
+            let waiter = {
+                let (n, p) = (Arc::clone(&notify), Arc::clone(&published));
+                loom::thread::spawn(move || {
+                    n.wait_while(None, || p.load(Ordering::Acquire) == 0, || {});
+                })
+            };
+            let (n, p) = (Arc::clone(&notify), Arc::clone(&published));
+            let sender = loom::thread::spawn(move || {
+                p.store(1, Ordering::Release);
+                n.notify_if_waiting();
+            });
+            notify.wait_while(None, || published.load(Ordering::Acquire) == 0, || {});
+            waiter.join().unwrap();
+            sender.join().unwrap();
+        });
     }
 }
