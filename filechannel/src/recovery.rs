@@ -189,7 +189,8 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
         let path = dir.join(segment_file_name(newest));
         let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
         let prev_path = dir.join(segment_file_name(prev));
-        if holds_no_frame(&file) && !has_seal(storage, &prev_path, prev, prev_meta, newest_meta)? {
+        let empty = holds_no_valid_frame(&file, newest, newest_meta.base_seq);
+        if empty && !has_seal(storage, &prev_path, prev, prev_meta, newest_meta)? {
             drop(file);
             tracing::warn!(path = %path.display(), "removing an empty segment whose predecessor was never sealed (an unfinished rotation)");
             storage.remove(&path).map_err(|e| Error::io(&path, e))?;
@@ -342,6 +343,15 @@ fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<Segment
         });
     }
     Ok(header)
+}
+
+/// Whether the segment holds no valid first frame (a recycled file still
+/// holds the old segment's frames, which fail their CRC here).
+fn holds_no_valid_frame<F: StorageFile>(file: &F, id: u64, base_seq: u64) -> bool {
+    let Ok(len) = file.len() else { return false };
+    let Ok(map) = file.map(len, false) else { return false };
+    let map = SegmentMap::sealed(map);
+    !matches!(read_frame(&map, id, SEGMENT_HEADER_LEN as usize, base_seq), Ok(Some(f)) if !f.header.is_seal())
 }
 
 /// Whether the place of the first frame is empty (all zero or past the end):
@@ -515,11 +525,15 @@ pub(crate) fn create_segment<S: Storage>(
             f
         }
     };
+    // From here on `segment.N` exists: a failure must stop the writer (it is
+    // reported as a plain I/O error, never as "disk full", which would let
+    // the writer carry on in the old segment beside the new one).
+    let after_creation = |e: io::Error| Error::io(&path, io::Error::other(e.to_string()));
     if sync {
-        storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+        storage.sync_dir(dir).map_err(after_creation)?;
     }
-    let len = file.len().map_err(io)?;
-    let map = file.map(len, true).map_err(io)?;
+    let len = file.len().map_err(after_creation)?;
+    let map = file.map(len, true).map_err(after_creation)?;
     let (map, writer) = SegmentMap::writable(map, SEGMENT_HEADER_LEN as usize);
     Ok(Active {
         id,

@@ -278,3 +278,37 @@ fn unfinished_rotation_leaving_an_empty_segment_after_an_unsealed_one_reopens() 
     assert_eq!(read_all(dir.path()), (0..10).collect::<Vec<_>>());
     assert!(!next.exists());
 }
+
+/// Regression (found by the I/O-error injection test, once in a few runs): a
+/// rotation that reused a spare file renamed it into place, then failed to
+/// fsync the directory and reported "disk full", so the sender carried on in
+/// the old segment. The next open saw an "empty" newest segment full of the
+/// spare's stale frames and refused the channel. Such a failure now poisons
+/// the writer, and open treats a newest segment without a *valid* first frame
+/// after an unsealed one as an unfinished rotation.
+#[test]
+fn unfinished_rotation_into_a_recycled_file_with_stale_frames_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 10, 100);
+    let segs = segment_files(dir.path());
+    let last = segs.last().unwrap();
+    let id: u64 = last.file_name().unwrap().to_str().unwrap()["segment.".len()..]
+        .parse()
+        .unwrap();
+    // The recycled file: a copy of a real segment (valid frames of another
+    // segment id) with a fresh header for the next id.
+    let mut file = std::fs::read(last).unwrap();
+    let mut header = [0u8; 64];
+    header[0..8].copy_from_slice(b"FCHANSEG");
+    header[8] = 1;
+    header[16..24].copy_from_slice(&(id + 1).to_le_bytes());
+    header[24..32].copy_from_slice(&5u64.to_le_bytes());
+    header[32..40].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    file[..64].copy_from_slice(&header);
+    let next = dir.path().join(format!("segment.{:020}", id + 1));
+    std::fs::write(&next, file).unwrap();
+    assert_eq!(read_all(dir.path()), (0..10).collect::<Vec<_>>());
+    assert!(!next.exists());
+}
