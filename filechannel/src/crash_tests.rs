@@ -257,20 +257,33 @@ fn sync_mode_fsyncs_the_directory_after_every_create_rename_and_unlink() {
     drop((tx, rx));
     ch.close().unwrap();
     let log = sim.log();
-    let mut pending: Option<(u64, OpKind)> = None;
+    // A new segment (created, or a spare renamed into place) must be durable
+    // in the directory before any send returns (sends after it depend on it).
+    // Retiring a segment (unlink, or rename to a spare) is independent of
+    // sends, so the flusher may do it while a send returns; but it too must
+    // be followed by a directory fsync.
+    let is_segment = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("segment."))
+    };
+    let mut new_segment: Option<(u64, OpKind)> = None;
+    let mut retired: Option<(u64, OpKind)> = None;
     let mut audited = 0;
     for (op, kind) in &log {
         match kind {
-            OpKind::Create(p) | OpKind::Rename(_, p) | OpKind::Remove(p)
-                if p.parent() == Some(dir) && pending.is_none() =>
-            {
-                pending = Some((*op, kind.clone()));
+            OpKind::Create(p) | OpKind::Rename(_, p) if p.parent() == Some(dir) && is_segment(p) => {
+                new_segment.get_or_insert((*op, kind.clone()));
             }
-            OpKind::SyncDir(d) if d == dir && pending.take().is_some() => audited += 1,
+            OpKind::Create(p) | OpKind::Rename(_, p) | OpKind::Remove(p) if p.parent() == Some(dir) => {
+                retired.get_or_insert((*op, kind.clone()));
+            }
+            OpKind::SyncDir(d) if d == dir => {
+                audited += usize::from(new_segment.take().is_some()) + usize::from(retired.take().is_some());
+            }
             _ => {}
         }
-        // No send may return while a directory change is not durable.
-        if let Some((at, what)) = &pending {
+        if let Some((at, what)) = &new_segment {
             let returned_since = sends.iter().any(|&s| s > *at && s <= *op);
             assert!(
                 !returned_since,
@@ -279,10 +292,13 @@ fn sync_mode_fsyncs_the_directory_after_every_create_rename_and_unlink() {
         }
     }
     assert!(
+        new_segment.is_none() && retired.is_none(),
+        "a directory change was never fsynced: {new_segment:?} {retired:?}"
+    );
+    assert!(
         audited > 10,
         "the workload should create and delete segments ({audited})"
     );
-    let _ = Snapshot::default();
 }
 
 /// What the I/O-error workload saw.

@@ -247,6 +247,19 @@ fn a_file_in_place_of_the_directory_is_an_io_error() {
     assert!(matches!(FileChannel::open(&path), Err(Error::Io { .. })));
 }
 
+/// A valid segment header, built from the documented layout.
+fn segment_header(id: u64, base_seq: u64, base_pos: u64) -> [u8; 64] {
+    let mut header = [0u8; 64];
+    header[0..8].copy_from_slice(b"FCHANSEG");
+    header[8] = 1;
+    header[16..24].copy_from_slice(&id.to_le_bytes());
+    header[24..32].copy_from_slice(&base_seq.to_le_bytes());
+    header[32..40].copy_from_slice(&base_pos.to_le_bytes());
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
 /// Regression (found by the I/O-error injection test): a rotation whose new
 /// segment could be neither finished nor removed left an empty `segment.N+1`
 /// behind, while the sender carried on in segment N with smaller messages
@@ -263,14 +276,7 @@ fn unfinished_rotation_leaving_an_empty_segment_after_an_unsealed_one_reopens() 
         .parse()
         .unwrap();
     // A valid header for the next segment claiming an earlier start, no frames.
-    let mut header = [0u8; 64];
-    header[0..8].copy_from_slice(b"FCHANSEG");
-    header[8] = 1;
-    header[16..24].copy_from_slice(&(id + 1).to_le_bytes());
-    header[24..32].copy_from_slice(&5u64.to_le_bytes());
-    header[32..40].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    let crc = crc32fast::hash(&header[..60]);
-    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    let header = segment_header(id + 1, 5, 1 << 40);
     let next = dir.path().join(format!("segment.{:020}", id + 1));
     let mut file = header.to_vec();
     file.resize(4096, 0);
@@ -298,15 +304,7 @@ fn unfinished_rotation_into_a_recycled_file_with_stale_frames_reopens() {
     // The recycled file: a copy of a real segment (valid frames of another
     // segment id) with a fresh header for the next id.
     let mut file = std::fs::read(last).unwrap();
-    let mut header = [0u8; 64];
-    header[0..8].copy_from_slice(b"FCHANSEG");
-    header[8] = 1;
-    header[16..24].copy_from_slice(&(id + 1).to_le_bytes());
-    header[24..32].copy_from_slice(&5u64.to_le_bytes());
-    header[32..40].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    let crc = crc32fast::hash(&header[..60]);
-    header[60..64].copy_from_slice(&crc.to_le_bytes());
-    file[..64].copy_from_slice(&header);
+    file[..64].copy_from_slice(&segment_header(id + 1, 5, 1 << 40));
     let next = dir.path().join(format!("segment.{:020}", id + 1));
     std::fs::write(&next, file).unwrap();
     assert_eq!(read_all(dir.path()), (0..10).collect::<Vec<_>>());
