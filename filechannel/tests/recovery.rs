@@ -195,10 +195,7 @@ fn files_that_are_not_the_channels_are_left_alone() {
 fn interrupted_segment_creation_is_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     write_msgs(dir.path(), 20, 100);
-    let segs = segment_files(dir.path());
-    let last = segs.last().unwrap();
-    let name = last.file_name().unwrap().to_str().unwrap();
-    let id: u64 = name["segment.".len()..].parse().unwrap();
+    let (_, id) = newest_segment(dir.path());
     // A crash right after creating the next file, before its header.
     let next = dir.path().join(format!("segment.{:020}", id + 1));
     std::fs::File::create(&next).unwrap().set_len(4096).unwrap();
@@ -247,6 +244,15 @@ fn a_file_in_place_of_the_directory_is_an_io_error() {
     assert!(matches!(FileChannel::open(&path), Err(Error::Io { .. })));
 }
 
+/// The newest segment file and its id.
+fn newest_segment(dir: &Path) -> (std::path::PathBuf, u64) {
+    let last = segment_files(dir).pop().unwrap();
+    let id = last.file_name().unwrap().to_str().unwrap()["segment.".len()..]
+        .parse()
+        .unwrap();
+    (last, id)
+}
+
 /// A valid segment header, built from the documented layout.
 fn segment_header(id: u64, base_seq: u64, base_pos: u64) -> [u8; 64] {
     let mut header = [0u8; 64];
@@ -270,11 +276,7 @@ fn segment_header(id: u64, base_seq: u64, base_pos: u64) -> [u8; 64] {
 fn unfinished_rotation_leaving_an_empty_segment_after_an_unsealed_one_reopens() {
     let dir = tempfile::tempdir().unwrap();
     write_msgs(dir.path(), 10, 100);
-    let segs = segment_files(dir.path());
-    let last = segs.last().unwrap();
-    let id: u64 = last.file_name().unwrap().to_str().unwrap()["segment.".len()..]
-        .parse()
-        .unwrap();
+    let (_, id) = newest_segment(dir.path());
     // A valid header for the next segment claiming an earlier start, no frames.
     let header = segment_header(id + 1, 5, 1 << 40);
     let next = dir.path().join(format!("segment.{:020}", id + 1));
@@ -296,14 +298,10 @@ fn unfinished_rotation_leaving_an_empty_segment_after_an_unsealed_one_reopens() 
 fn unfinished_rotation_into_a_recycled_file_with_stale_frames_reopens() {
     let dir = tempfile::tempdir().unwrap();
     write_msgs(dir.path(), 10, 100);
-    let segs = segment_files(dir.path());
-    let last = segs.last().unwrap();
-    let id: u64 = last.file_name().unwrap().to_str().unwrap()["segment.".len()..]
-        .parse()
-        .unwrap();
+    let (last, id) = newest_segment(dir.path());
     // The recycled file: a copy of a real segment (valid frames of another
     // segment id) with a fresh header for the next id.
-    let mut file = std::fs::read(last).unwrap();
+    let mut file = std::fs::read(&last).unwrap();
     file[..64].copy_from_slice(&segment_header(id + 1, 5, 1 << 40));
     let next = dir.path().join(format!("segment.{:020}", id + 1));
     std::fs::write(&next, file).unwrap();
