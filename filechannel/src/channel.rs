@@ -243,6 +243,11 @@ impl<S: Storage> FileChannel<S> {
         AckReceiver::new(Receiver::new(Arc::clone(&self.shared), true))
     }
 
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// Number of messages sent into the channel since it was created.
     pub fn write_offset(&self) -> u64 {
         self.shared.written_seq.load(Ordering::Acquire)

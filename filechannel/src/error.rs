@@ -16,6 +16,9 @@ pub enum Error {
         /// The channel directory.
         dir: PathBuf,
     },
+    /// The channel is closed: no new typed sender or receiver can be made.
+    #[error("the channel is closed")]
+    Closed,
     /// A file or directory operation failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -117,6 +120,10 @@ pub enum SendError {
     /// everything that was written; reopen the channel to recover.
     #[error("the sender is poisoned by an earlier failure: {0}; reopen the channel to recover")]
     Poisoned(Arc<io::Error>),
+    /// A typed send could not encode its value; nothing was written and the
+    /// sender is still usable.
+    #[error(transparent)]
+    Encode(#[from] crate::codec::CodecError),
 }
 
 impl SendError {
@@ -166,9 +173,27 @@ pub enum RecvError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// A typed receiver could not decode the message at `offset` (another
+    /// type, another codec, a raw frame, bytes that are not a `T`). The
+    /// receiver has moved past it and stays usable: the caller decides
+    /// whether to stop.
+    #[error("message {offset}: {source}")]
+    Decode {
+        /// The message's sequence number (see
+        /// [`Receiver::read_offset`](crate::Receiver::read_offset)).
+        offset: u64,
+        /// What did not match.
+        #[source]
+        source: crate::typed::DecodeError,
+    },
 }
 
 impl RecvError {
+    /// Whether this is [`RecvError::Decode`]: one message could not be
+    /// decoded, the receiver is past it and still usable.
+    pub fn is_decode(&self) -> bool {
+        matches!(self, RecvError::Decode { .. })
+    }
     /// Whether this is [`RecvError::Disconnected`].
     pub fn is_disconnected(&self) -> bool {
         matches!(self, RecvError::Disconnected)

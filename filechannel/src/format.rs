@@ -20,8 +20,8 @@ pub(crate) const FRAME_ALIGN: u64 = 16;
 pub(crate) const FLAG_PRESENT: u8 = 0b0000_0001;
 /// The frame that closes a segment; the reader moves on to the next one.
 pub(crate) const FLAG_SEAL: u8 = 0b0000_0010;
-/// A typed frame (reserved for the typed-channel layer).
-#[allow(dead_code)]
+/// A frame written by a typed sender: its payload starts with the 16-byte
+/// typed header (`typed::TYPED_HEADER_LEN`).
 pub(crate) const FLAG_TYPED: u8 = 0b0000_0100;
 const KNOWN_FLAGS: u8 = FLAG_PRESENT | FLAG_SEAL | FLAG_TYPED;
 
@@ -199,6 +199,11 @@ impl FrameHeader {
 
     pub(crate) fn is_seal(&self) -> bool {
         self.flags & FLAG_SEAL != 0
+    }
+
+    #[inline]
+    pub(crate) fn is_typed(&self) -> bool {
+        self.flags & FLAG_TYPED != 0
     }
 
     /// Bytes the whole frame occupies.

@@ -2,6 +2,10 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// Lets `#[derive(Message)]`'s `::filechannel::...` paths resolve in this
+// crate's own tests.
+extern crate self as filechannel;
+
 mod catalog;
 mod channel;
 mod compress;
@@ -14,6 +18,7 @@ mod receiver;
 mod recovery;
 mod segment;
 pub mod storage;
+mod typed;
 mod writer;
 
 #[cfg(test)]
@@ -29,3 +34,18 @@ pub use crate::compress::Compression;
 pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};
 pub use crate::error::{AckError, Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
 pub use crate::receiver::{AckReceiver, Iter, MsgRef, Receiver, TryIter};
+#[cfg(feature = "rkyv")]
+pub use crate::typed::ArchivedRef;
+pub use crate::typed::{DecodeError, Message, RawReceiver, TYPED_HEADER_LEN, TypedAckRx, TypedIter, TypedRx, TypedTx};
+#[doc(hidden)]
+pub use crate::typed::{combine, name_hash, tag};
+/// `#[derive(Message)]`: see the [`Message`] trait.
+#[cfg(feature = "derive")]
+pub use filechannel_derive::Message;
+
+/// Codecs for typed channels, each behind the cargo feature of the same
+/// name (`postcard`, on by default; `bincode`, `json`, `rkyv`), and the
+/// traits to write your own. Re-exported from `filechannel-codecs`.
+pub mod codec {
+    pub use filechannel_codecs::*;
+}

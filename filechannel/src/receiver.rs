@@ -53,6 +53,27 @@ const READ_AHEAD: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgRef<'a> {
     bytes: &'a [u8],
+    offset: u64,
+    typed: bool,
+}
+
+impl<'a> MsgRef<'a> {
+    /// The message's bytes, for as long as the view is valid.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The message's sequence number: how many messages came before it in
+    /// the channel's history.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether a typed sender wrote it (its bytes then start with the typed
+    /// header; see `DESIGN.md`).
+    pub fn is_typed(&self) -> bool {
+        self.typed
+    }
 }
 
 impl Deref for MsgRef<'_> {
@@ -74,6 +95,8 @@ impl AsRef<[u8]> for MsgRef<'_> {
 struct Ready {
     at: usize,
     len: usize,
+    seq: u64,
+    typed: bool,
 }
 
 impl<S: Storage> Receiver<S> {
@@ -166,6 +189,8 @@ impl<S: Storage> Receiver<S> {
             return Ok(Some(Ready {
                 at: frame.payload_at,
                 len: frame.header.len as usize,
+                seq,
+                typed: frame.header.is_typed(),
             }));
         }
     }
@@ -232,6 +257,8 @@ impl<S: Storage> Receiver<S> {
         // `poll` checked the range against what is published.
         MsgRef {
             bytes: self.map.read(r.at, r.len).unwrap_or_default(),
+            offset: r.seq,
+            typed: r.typed,
         }
     }
 
@@ -367,11 +394,28 @@ impl<S: Storage> Receiver<S> {
     /// # Errors
     /// [`RecvTimeoutError::Timeout`] if none came in time.
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
+        self.recv_ref_deadline(deadline).map(|m| m.to_vec())
+    }
+
+    /// Waits until `deadline` for a message and returns a view of it.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] if none came in time.
+    pub fn recv_ref_deadline(&mut self, deadline: Instant) -> Result<MsgRef<'_>, RecvTimeoutError> {
         let r = match self.poll()? {
             Some(r) => r,
             None => self.wait(Some(deadline))?.ok_or(RecvTimeoutError::Timeout)?,
         };
-        Ok(self.view(r).to_vec())
+        Ok(self.view(r))
+    }
+
+    /// The address range of the published bytes of the segment this
+    /// receiver is reading: for tests that check a view points into the
+    /// memory map (no copy).
+    #[doc(hidden)]
+    pub fn mapped_range(&self) -> std::ops::Range<usize> {
+        let b = self.map.published_bytes();
+        b.as_ptr().addr()..b.as_ptr().addr() + b.len()
     }
 
     /// A blocking iterator over messages; it ends when the channel is closed

@@ -1,0 +1,274 @@
+//! Codecs for filechannel's typed channels.
+//!
+//! A codec turns a value into bytes and back. It is split in three traits so
+//! that each bound says exactly what it needs:
+//!
+//! - [`Codec`] names the codec: a stable [`Codec::ID`] written into every
+//!   typed frame, so a receiver never decodes one codec's bytes with another;
+//! - [`Encode<T>`] appends the encoding of a `&T` to a caller's buffer (the
+//!   channel reuses one buffer per thread: no allocation per message once
+//!   warm);
+//! - [`Decode<T>`] rebuilds a `T` from a byte slice.
+//!
+//! A type that derives only `serde::Serialize` can be sent with the serde
+//! codecs but not received; one that derives `rkyv`'s traits works with
+//! [`Rkyv`]. Each codec sits behind a cargo feature of the same name:
+//!
+//! | codec | feature | wire format |
+//! | --- | --- | --- |
+//! | [`Postcard`] | `postcard` | postcard 1.x (stable, documented format); the default |
+//! | [`Bincode`] | `bincode` | bincode 2.x, standard config (varint) |
+//! | [`Json`] | `json` | JSON, one value per message |
+//! | [`Rkyv`] | `rkyv` | rkyv 0.8 archive, validated with bytecheck on read |
+//!
+//! # Your own codec
+//!
+//! Implement the three traits on a unit struct. Pick an [`Codec::ID`] at or
+//! above [`FIRST_USER_ID`]; the IDs below are reserved for this crate.
+//!
+//! ```
+//! use filechannel_codecs::{Codec, CodecError, Decode, Encode};
+//!
+//! /// Sends `u64`s as 8 little-endian bytes.
+//! struct Le64;
+//!
+//! impl Codec for Le64 {
+//!     const ID: u32 = filechannel_codecs::FIRST_USER_ID;
+//!     const NAME: &'static str = "le64";
+//! }
+//! impl Encode<u64> for Le64 {
+//!     fn encode(value: &u64, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+//!         buf.extend_from_slice(&value.to_le_bytes());
+//!         Ok(())
+//!     }
+//! }
+//! impl Decode<u64> for Le64 {
+//!     fn decode(bytes: &[u8]) -> Result<u64, CodecError> {
+//!         let raw: [u8; 8] = bytes
+//!             .try_into()
+//!             .map_err(|_| CodecError::decode::<u64>(Self::NAME, format!("{} bytes, not 8", bytes.len())))?;
+//!         Ok(u64::from_le_bytes(raw))
+//!     }
+//! }
+//!
+//! let mut buf = Vec::new();
+//! Le64::encode(&7, &mut buf)?;
+//! assert_eq!(Le64::decode(&buf)?, 7);
+//! assert!(Le64::decode(&buf[..3]).is_err());
+//! # Ok::<(), CodecError>(())
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::error::Error as StdError;
+
+/// The first [`Codec::ID`] free for codecs outside this crate.
+pub const FIRST_USER_ID: u32 = 0x1000;
+
+/// A codec's identity. Its `ID` is part of every typed frame; changing it
+/// makes every frame written before unreadable (a `WrongCodec` error).
+pub trait Codec: Send + Sync + 'static {
+    /// Stable number written into each typed frame. IDs below
+    /// [`FIRST_USER_ID`] belong to this crate.
+    const ID: u32;
+    /// A short human-readable name, for error messages.
+    const NAME: &'static str;
+}
+
+/// Encodes `T` values.
+pub trait Encode<T: ?Sized>: Codec {
+    /// Appends the encoding of `value` to `buf`, leaving what `buf` held
+    /// before untouched.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] when the value cannot be represented (a map with
+    /// non-string keys in JSON, a serializer's own error).
+    fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError>;
+}
+
+/// Decodes `T` values.
+pub trait Decode<T>: Codec {
+    /// Rebuilds a value from exactly `bytes` (trailing bytes are an error).
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`] when the bytes are not a valid `T`.
+    fn decode(bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// Why a codec failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The value could not be encoded.
+    #[error("{codec} could not encode a {type_name}: {source}")]
+    Encode {
+        /// The codec's [`Codec::NAME`].
+        codec: &'static str,
+        /// The Rust type being encoded.
+        type_name: &'static str,
+        /// The codec's own error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The bytes are not a valid encoding of the type.
+    #[error("{codec} could not decode a {type_name}: {source}")]
+    Decode {
+        /// The codec's [`Codec::NAME`].
+        codec: &'static str,
+        /// The Rust type being decoded.
+        type_name: &'static str,
+        /// The codec's own error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+impl CodecError {
+    /// An encoding error for type `T` from codec `codec`.
+    pub fn encode<T: ?Sized>(codec: &'static str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CodecError::Encode {
+            codec,
+            type_name: std::any::type_name::<T>(),
+            source: source.into(),
+        }
+    }
+
+    /// A decoding error for type `T` from codec `codec`.
+    pub fn decode<T: ?Sized>(codec: &'static str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CodecError::Decode {
+            codec,
+            type_name: std::any::type_name::<T>(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The decoder stopped before the end of the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} bytes left over after the value")]
+pub struct TrailingBytes(pub usize);
+
+#[cfg(feature = "postcard")]
+mod postcard_codec {
+    use super::*;
+
+    /// [postcard](https://docs.rs/postcard): compact, with a stable,
+    /// documented wire format. The default serde codec.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub struct Postcard;
+
+    impl Codec for Postcard {
+        const ID: u32 = 1;
+        const NAME: &'static str = "postcard";
+    }
+
+    impl<T: serde::Serialize + ?Sized> Encode<T> for Postcard {
+        #[inline]
+        fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+            postcard::to_io(value, buf)
+                .map(drop)
+                .map_err(|e| CodecError::encode::<T>(Self::NAME, e))
+        }
+    }
+
+    impl<T: serde::de::DeserializeOwned> Decode<T> for Postcard {
+        #[inline]
+        fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+            match postcard::take_from_bytes(bytes) {
+                Ok((v, [])) => Ok(v),
+                Ok((_, rest)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(rest.len()))),
+                Err(e) => Err(CodecError::decode::<T>(Self::NAME, e)),
+            }
+        }
+    }
+}
+#[cfg(feature = "postcard")]
+pub use postcard_codec::Postcard;
+
+#[cfg(feature = "bincode")]
+mod bincode_codec {
+    use super::*;
+
+    /// [bincode](https://docs.rs/bincode) 2.x through its serde support, with
+    /// the standard configuration (little-endian, varint integers).
+    ///
+    /// bincode is no longer maintained (RUSTSEC-2025-0141), and the 3.0.0
+    /// release on crates.io is an empty placeholder: this crate pins `2`.
+    /// Prefer [`Postcard`](crate::Postcard) for new channels.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub struct Bincode;
+
+    impl Codec for Bincode {
+        const ID: u32 = 2;
+        const NAME: &'static str = "bincode";
+    }
+
+    impl<T: serde::Serialize + ?Sized> Encode<T> for Bincode {
+        #[inline]
+        fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+            bincode::serde::encode_into_std_write(value, buf, bincode::config::standard())
+                .map(drop)
+                .map_err(|e| CodecError::encode::<T>(Self::NAME, e))
+        }
+    }
+
+    impl<T: serde::de::DeserializeOwned> Decode<T> for Bincode {
+        #[inline]
+        fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+            match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+                Ok((v, n)) if n == bytes.len() => Ok(v),
+                Ok((_, n)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(bytes.len() - n))),
+                Err(e) => Err(CodecError::decode::<T>(Self::NAME, e)),
+            }
+        }
+    }
+}
+#[cfg(feature = "bincode")]
+pub use bincode_codec::Bincode;
+
+#[cfg(feature = "json")]
+mod json_codec {
+    use super::*;
+
+    /// JSON through [serde_json](https://docs.rs/serde_json): readable with
+    /// `strings` or `jq` on a raw receiver's output, for debugging and
+    /// interop. Larger and slower than the binary codecs.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub struct Json;
+
+    impl Codec for Json {
+        const ID: u32 = 3;
+        const NAME: &'static str = "json";
+    }
+
+    impl<T: serde::Serialize + ?Sized> Encode<T> for Json {
+        #[inline]
+        fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+            let before = buf.len();
+            serde_json::to_writer(&mut *buf, value).map_err(|e| {
+                buf.truncate(before);
+                CodecError::encode::<T>(Self::NAME, e)
+            })
+        }
+    }
+
+    impl<T: serde::de::DeserializeOwned> Decode<T> for Json {
+        #[inline]
+        fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+            serde_json::from_slice(bytes).map_err(|e| CodecError::decode::<T>(Self::NAME, e))
+        }
+    }
+}
+#[cfg(feature = "json")]
+pub use json_codec::Json;
+
+#[cfg(feature = "rkyv")]
+mod rkyv_codec;
+/// The rkyv crate this codec is built on, so that users name the same version.
+#[cfg(feature = "rkyv")]
+pub use rkyv;
+#[cfg(feature = "rkyv")]
+pub use rkyv_codec::{ALIGN as RKYV_ALIGN, Rkyv, access, access_unchecked};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! Each codec round-trips, reports trailing bytes and garbage as typed
+//! errors, and appends without touching what the buffer held.
+#![allow(unused_imports, dead_code)]
+
+use super::*;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "rkyv", derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize))]
+struct Sample {
+    id: u64,
+    name: String,
+    tags: Vec<u32>,
+    wide: u128,
+}
+
+fn sample() -> Sample {
+    Sample {
+        id: 42,
+        name: "forty-two".into(),
+        tags: vec![1, 2, 3],
+        wide: u128::MAX - 7,
+    }
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+fn round_trip<C: Encode<Sample> + Decode<Sample>>() {
+    let mut buf = vec![0xAA; 16];
+    C::encode(&sample(), &mut buf).unwrap();
+    assert_eq!(&buf[..16], &[0xAA; 16], "{}: the prefix was touched", C::NAME);
+    // Decode from an aligned copy (rkyv needs it; the others don't care).
+    let body = buf[16..].to_vec();
+    assert_eq!(C::decode(&body).unwrap(), sample(), "{}", C::NAME);
+    let mut longer = body.clone();
+    longer.push(0);
+    assert!(C::decode(&longer).is_err(), "{}: trailing byte accepted", C::NAME);
+    assert!(
+        C::decode(&body[..body.len() / 2]).is_err(),
+        "{}: truncated accepted",
+        C::NAME
+    );
+    let err = C::decode(&[]).unwrap_err();
+    assert!(matches!(err, CodecError::Decode { codec, .. } if codec == C::NAME));
+    assert!(err.to_string().contains("Sample"), "{err}");
+}
+
+#[cfg(feature = "postcard")]
+#[test]
+fn postcard_round_trip() {
+    round_trip::<Postcard>();
+}
+
+#[cfg(feature = "bincode")]
+#[test]
+fn bincode_round_trip() {
+    round_trip::<Bincode>();
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn json_round_trip() {
+    round_trip::<Json>();
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn json_encode_error_leaves_buffer() {
+    let mut m = std::collections::BTreeMap::new();
+    m.insert(vec![1u8], 1u8); // non-string keys are not JSON
+    let mut buf = b"keep".to_vec();
+    let err = Json::encode(&m, &mut buf).unwrap_err();
+    assert!(matches!(err, CodecError::Encode { codec: "json", .. }));
+    assert_eq!(buf, b"keep");
+}
+
+#[cfg(feature = "rkyv")]
+#[test]
+fn rkyv_round_trip_and_access() {
+    round_trip::<Rkyv>();
+    let mut buf = Vec::new();
+    Rkyv::encode(&sample(), &mut buf).unwrap();
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&buf);
+    let archived = access::<Sample>(&aligned).unwrap();
+    assert_eq!(archived.id, 42);
+    assert_eq!(archived.wide, u128::MAX - 7);
+    // Misaligned: decode copies, access refuses with a typed error.
+    let mut shifted = rkyv::util::AlignedVec::<16>::new();
+    shifted.push(0);
+    shifted.extend_from_slice(&buf);
+    assert_eq!(<Rkyv as Decode<Sample>>::decode(&shifted[1..]).unwrap(), sample());
+    assert!(access::<Sample>(&shifted[1..]).is_err());
+    // An archive must start at a 16-byte offset of the buffer.
+    let mut odd = vec![0u8; 3];
+    assert!(Rkyv::encode(&sample(), &mut odd).is_err());
+}

@@ -1,0 +1,849 @@
+//! Typed channels: values of a [`Message`] type, encoded by a codec, in
+//! frames that say which type, version and codec wrote them.
+//!
+//! A typed frame is an ordinary frame with the `TYPED` flag whose payload
+//! starts with a 16-byte header (see `DESIGN.md`, "Typed frames"):
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..8 | tag: a 64-bit hash of the type's name hash, its version and the codec's id (LE) |
+//! | 8..12 | the type's version (LE) |
+//! | 12..16 | the codec's id (LE) |
+//! | 16.. | the codec's encoding of the value |
+//!
+//! The payload of every frame starts at a 16-byte boundary of the segment,
+//! so the body does too: rkyv archives are read in place.
+
+use crate::channel::Sender;
+use crate::codec::{Codec, CodecError, Decode, Encode};
+use crate::error::{Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
+use crate::format::FLAG_TYPED;
+use crate::receiver::{AckReceiver, MsgRef, Receiver};
+use crate::storage::{Fs, Storage};
+use crate::{AckError, FileChannel};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// Length of the typed header in front of a typed frame's body.
+pub const TYPED_HEADER_LEN: usize = 16;
+
+/// A type that may travel on a typed channel: a stable name and a version.
+///
+/// Derive it with `#[derive(filechannel::Message)]` (feature `derive`):
+/// without attributes the name is the type's identifier and the version 1;
+/// `#[message(name = "orders.Order", version = 2)]` sets them. The name and
+/// version, hashed with the codec's id, tag every frame, so a receiver of
+/// another type, version or codec gets a typed error instead of garbage.
+///
+/// `Message` says nothing about encoding: the codec bounds (`serde`,
+/// `rkyv`) sit on the send and receive methods. The crate implements it for
+/// the integers, `bool`, `char`, floats, `()`, `String`, and for `Vec<T>`,
+/// `Option<T>`, `Box<T>`, maps and tuples (up to 8) of `Message` types;
+/// their name hash folds in the parts', in order, so `(u32, String)` and
+/// `(String, u32)` differ.
+///
+/// ```
+/// use filechannel::Message;
+///
+/// #[derive(Message)]
+/// #[message(name = "orders.Order", version = 2)]
+/// struct Order { id: u64 }
+///
+/// assert_eq!(Order::NAME, "orders.Order");
+/// assert_eq!(Order::VERSION, 2);
+/// assert_ne!(<(u32, String)>::NAME_HASH, <(String, u32)>::NAME_HASH);
+/// ```
+pub trait Message {
+    /// The type's stable name: keep it when renaming the Rust type.
+    const NAME: &'static str;
+    /// The schema version, 1 or more. Raise it when the encoding changes.
+    const VERSION: u32;
+    /// A 64-bit identity of the name (for composite types: of the name and
+    /// every part's name and version). Written into frames through the tag;
+    /// never change it for a type that has frames on disk.
+    const NAME_HASH: u64 = name_hash(Self::NAME);
+
+    /// The name for error messages (`Vec<orders.Order>` for composites).
+    fn type_name() -> Cow<'static, str> {
+        Cow::Borrowed(Self::NAME)
+    }
+}
+
+/// Why a typed receiver could not decode a message. Carried by
+/// [`RecvError::Decode`] with the message's offset.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A raw [`Sender::send`] wrote this message, not a typed sender.
+    #[error("a raw (untyped) message where a {expected} was expected")]
+    NotTyped {
+        /// The receiver's type.
+        expected: Cow<'static, str>,
+    },
+    /// A typed frame too short to hold its header (damaged or forged).
+    #[error("a typed message of {len} bytes, shorter than its {TYPED_HEADER_LEN}-byte header")]
+    Truncated {
+        /// The payload's length.
+        len: usize,
+    },
+    /// Another codec wrote this message.
+    #[error("written with codec {}, but this receiver decodes {expected}", codec_name(*found))]
+    WrongCodec {
+        /// The receiver's codec.
+        expected: &'static str,
+        /// The writer's codec id.
+        found: u32,
+    },
+    /// Another type wrote this message.
+    #[error("expected a {expected}, found another type (tag {found:#018x})")]
+    WrongType {
+        /// The receiver's type.
+        expected: Cow<'static, str>,
+        /// The frame's tag.
+        found: u64,
+    },
+    /// A newer version of the type wrote this message.
+    #[error("{name} version {found} is newer than this build supports (version {supported})")]
+    NewerVersion {
+        /// The type's name.
+        name: &'static str,
+        /// The frame's version.
+        found: u32,
+        /// The receiver's version.
+        supported: u32,
+    },
+    /// An older version of the type wrote this message, and the type has no
+    /// migration from it.
+    #[error("{name} version {found} is older than version {supported}, and there is no migration from it")]
+    OlderVersion {
+        /// The type's name.
+        name: &'static str,
+        /// The frame's version.
+        found: u32,
+        /// The receiver's version.
+        supported: u32,
+    },
+    /// The header matched, but the codec could not decode the body.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+fn codec_name(id: u32) -> Cow<'static, str> {
+    match id {
+        1 => "postcard".into(),
+        2 => "bincode".into(),
+        3 => "json".into(),
+        4 => "rkyv".into(),
+        other => format!("#{other}").into(),
+    }
+}
+
+// ---- hashing: part of the on-disk format, never change ----
+
+/// FNV-1a over the name's bytes: the default [`Message::NAME_HASH`].
+pub const fn name_hash(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < b.len() {
+        h ^= b[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+/// Folds `x` into `h`; the order of folds matters.
+#[doc(hidden)]
+pub const fn combine(h: u64, x: u64) -> u64 {
+    // splitmix64's finaliser over a multiply-xor step.
+    let mut z = h.wrapping_mul(0x0000_0100_0000_01b3) ^ x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The tag of frames of a type with `name_hash` at `version`, written with
+/// codec `codec_id`.
+pub const fn tag(name_hash: u64, version: u32, codec_id: u32) -> u64 {
+    combine(
+        combine(combine(0x6663_6861_6e74_6167, name_hash), version as u64),
+        codec_id as u64,
+    )
+}
+
+/// The typed header of `T` frames written with `C`.
+fn typed_header<T: Message + ?Sized, C: Codec>() -> [u8; TYPED_HEADER_LEN] {
+    let mut h = [0u8; TYPED_HEADER_LEN];
+    h[0..8].copy_from_slice(&tag(T::NAME_HASH, T::VERSION, C::ID).to_le_bytes());
+    h[8..12].copy_from_slice(&T::VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&C::ID.to_le_bytes());
+    h
+}
+
+/// Checks a message's typed header against `T` and `C` and returns its body.
+fn typed_body<'a, T: Message, C: Codec>(m: &MsgRef<'a>) -> Result<&'a [u8], DecodeError> {
+    let bytes = m.bytes();
+    if !m.is_typed() {
+        return Err(DecodeError::NotTyped {
+            expected: T::type_name(),
+        });
+    }
+    let (Some(head), Some(body)) = (bytes.get(..TYPED_HEADER_LEN), bytes.get(TYPED_HEADER_LEN..)) else {
+        return Err(DecodeError::Truncated { len: bytes.len() });
+    };
+    let found = crate::format::u64_at(head, 0);
+    if found == tag(T::NAME_HASH, T::VERSION, C::ID) {
+        return Ok(body);
+    }
+    let version = crate::format::u32_at(head, 8);
+    let codec = crate::format::u32_at(head, 12);
+    if codec != C::ID {
+        return Err(DecodeError::WrongCodec {
+            expected: C::NAME,
+            found: codec,
+        });
+    }
+    if found == tag(T::NAME_HASH, version, C::ID) {
+        return Err(if version > T::VERSION {
+            DecodeError::NewerVersion {
+                name: T::NAME,
+                found: version,
+                supported: T::VERSION,
+            }
+        } else {
+            DecodeError::OlderVersion {
+                name: T::NAME,
+                found: version,
+                supported: T::VERSION,
+            }
+        });
+    }
+    Err(DecodeError::WrongType {
+        expected: T::type_name(),
+        found,
+    })
+}
+
+fn decode<T: Message, C: Decode<T>>(m: MsgRef<'_>) -> Result<T, RecvError> {
+    let offset = m.offset();
+    typed_body::<T, C>(&m)
+        .and_then(|body| C::decode(body).map_err(DecodeError::Codec))
+        .map_err(|source| RecvError::Decode { offset, source })
+}
+
+// ---- sending ----
+
+thread_local! {
+    /// One encoding buffer per thread, reused by every typed send.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer kept after a send is at most this large; a larger one (from an
+/// unusually large message) is freed.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    // Take the thread's buffer out (a move, not a copy) so that a re-entrant
+    // send from inside an encoder, or one during thread teardown, simply
+    // gets a fresh buffer.
+    let mut buf = SCRATCH
+        .try_with(|c| c.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)).ok())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let r = f(&mut buf);
+    if buf.capacity() <= SCRATCH_KEEP {
+        let _ = SCRATCH.try_with(|c| {
+            if let Ok(mut b) = c.try_borrow_mut() {
+                *b = buf;
+            }
+        });
+    }
+    r
+}
+
+/// The sending side of a typed channel: `send(&T)` encodes with codec `C`.
+/// `Clone + Send + Sync` like [`Sender`], whose methods it mirrors.
+///
+/// ```
+/// #[derive(filechannel::Message, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// struct Reading { sensor: u32, celsius: f32 }
+///
+/// let dir = tempfile::tempdir()?;
+/// let ch = filechannel::FileChannel::open(dir.path())?;
+/// let tx = ch.typed_tx::<Reading, filechannel::codec::Postcard>()?;
+/// let mut rx = ch.typed_rx::<Reading, filechannel::codec::Postcard>()?;
+/// tx.send(&Reading { sensor: 7, celsius: 21.5 })?;
+/// assert_eq!(rx.recv()?, Reading { sensor: 7, celsius: 21.5 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TypedTx<T: ?Sized, C, S: Storage = Fs> {
+    tx: Sender<S>,
+    _marker: PhantomData<fn(&T) -> C>,
+}
+
+impl<T: Message + ?Sized, C: Codec, S: Storage> TypedTx<T, C, S> {
+    /// Wraps a byte sender.
+    pub fn new(tx: Sender<S>) -> Self {
+        TypedTx {
+            tx,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Encodes `value` with `C` and sends it as one typed message. The
+    /// encoding goes into a buffer reused per thread: no allocation once
+    /// warm. `max_message_size` counts the 16-byte typed header too.
+    ///
+    /// # Errors
+    /// [`SendError::Encode`] if `C` cannot encode the value (nothing is
+    /// written); otherwise as [`Sender::send`].
+    pub fn send(&self, value: &T) -> Result<(), SendError>
+    where
+        C: Encode<T>,
+    {
+        with_scratch(|buf| {
+            buf.clear();
+            buf.extend_from_slice(&typed_header::<T, C>());
+            C::encode(value, buf)?;
+            self.tx.send_frame(buf, FLAG_TYPED)
+        })
+    }
+
+    /// As [`Sender::flush`].
+    ///
+    /// # Errors
+    /// As [`Sender::flush`].
+    pub fn flush(&self) -> Result<(), SendError> {
+        self.tx.flush()
+    }
+
+    /// As [`Sender::sync`].
+    ///
+    /// # Errors
+    /// As [`Sender::sync`].
+    pub fn sync(&self) -> Result<(), SendError> {
+        self.tx.sync()
+    }
+
+    /// Whether the channel is closed.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The byte sender underneath.
+    pub fn sender(&self) -> &Sender<S> {
+        &self.tx
+    }
+
+    /// Unwraps the byte sender.
+    pub fn into_inner(self) -> Sender<S> {
+        self.tx
+    }
+}
+
+impl<T: ?Sized, C, S: Storage> Clone for TypedTx<T, C, S> {
+    fn clone(&self) -> Self {
+        TypedTx {
+            tx: self.tx.clone(),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T: ?Sized, C, S: Storage> std::fmt::Debug for TypedTx<T, C, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedTx")
+            .field("type", &std::any::type_name::<T>())
+            .field("codec", &std::any::type_name::<C>())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- receiving ----
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A byte receiver a [`TypedRx`] can sit on: [`Receiver`] or
+/// [`AckReceiver`]. Sealed.
+pub trait RawReceiver: sealed::Sealed {
+    /// The storage backend.
+    type Storage: Storage;
+    /// The receiver underneath.
+    fn receiver(&mut self) -> &mut Receiver<Self::Storage>;
+    /// The receiver underneath, shared.
+    fn receiver_ref(&self) -> &Receiver<Self::Storage>;
+}
+
+impl<S: Storage> sealed::Sealed for Receiver<S> {}
+impl<S: Storage> RawReceiver for Receiver<S> {
+    type Storage = S;
+    fn receiver(&mut self) -> &mut Receiver<S> {
+        self
+    }
+    fn receiver_ref(&self) -> &Receiver<S> {
+        self
+    }
+}
+
+impl<S: Storage> sealed::Sealed for AckReceiver<S> {}
+impl<S: Storage> RawReceiver for AckReceiver<S> {
+    type Storage = S;
+    fn receiver(&mut self) -> &mut Receiver<S> {
+        self
+    }
+    fn receiver_ref(&self) -> &Receiver<S> {
+        self
+    }
+}
+
+/// The receiving side of a typed channel: decodes `T` with codec `C`. Same
+/// shape as [`Receiver`]; `R` is [`Receiver`] or, for an acking typed
+/// receiver ([`TypedAckRx`]), [`AckReceiver`].
+///
+/// A message that is not a `T` written with `C` (another type, version or
+/// codec; a raw `send`; bytes the codec rejects) is
+/// [`RecvError::Decode`] naming its offset. The receiver is past it and
+/// stays usable: receive again to go on, or stop.
+pub struct TypedRx<T, C, R = Receiver> {
+    rx: R,
+    _marker: PhantomData<fn() -> (T, C)>,
+}
+
+/// A typed receiver that acknowledges: messages stay on disk until acked.
+pub type TypedAckRx<T, C, S = Fs> = TypedRx<T, C, AckReceiver<S>>;
+
+impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
+    /// Wraps a byte receiver.
+    pub fn new(rx: R) -> Self {
+        TypedRx {
+            rx,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Blocks until a message is ready and decodes it.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_ref`], plus [`RecvError::Decode`].
+    pub fn recv(&mut self) -> Result<T, RecvError>
+    where
+        C: Decode<T>,
+    {
+        let m = self.rx.receiver().recv_ref()?;
+        decode::<T, C>(m)
+    }
+
+    /// Decodes the next message if one is ready, without blocking.
+    ///
+    /// # Errors
+    /// As [`Receiver::try_recv`]; a decode failure is
+    /// `TryRecvError::Failed(RecvError::Decode { .. })`.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError>
+    where
+        C: Decode<T>,
+    {
+        let m = self.rx.receiver().try_recv_ref()?;
+        decode::<T, C>(m).map_err(TryRecvError::from)
+    }
+
+    /// Waits at most `timeout` for a message and decodes it.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_timeout`], plus decode failures.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError>
+    where
+        C: Decode<T>,
+    {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self.recv().map_err(RecvTimeoutError::from),
+        }
+    }
+
+    /// Waits until `deadline` for a message and decodes it.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_deadline`], plus decode failures.
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<T, RecvTimeoutError>
+    where
+        C: Decode<T>,
+    {
+        let m = self.rx.receiver().recv_ref_deadline(deadline)?;
+        decode::<T, C>(m).map_err(RecvTimeoutError::from)
+    }
+
+    /// A blocking iterator of decoded messages; it ends when the channel is
+    /// closed and drained. A decode failure is yielded and iteration goes
+    /// on; a read failure is yielded once, then the iterator ends.
+    pub fn iter(&mut self) -> TypedIter<'_, T, C, R>
+    where
+        C: Decode<T>,
+    {
+        TypedIter {
+            rx: self,
+            done: false,
+            blocking: true,
+        }
+    }
+
+    /// An iterator over the messages ready now, decoded; errors as
+    /// [`iter`](Self::iter).
+    pub fn try_iter(&mut self) -> TypedIter<'_, T, C, R>
+    where
+        C: Decode<T>,
+    {
+        TypedIter {
+            rx: self,
+            done: false,
+            blocking: false,
+        }
+    }
+
+    /// Sequence number of the next message (as [`Receiver::read_offset`]).
+    pub fn read_offset(&self) -> u64 {
+        self.rx.receiver_ref().read_offset()
+    }
+
+    /// The byte receiver underneath.
+    pub fn get_ref(&self) -> &R {
+        &self.rx
+    }
+
+    /// Unwraps the byte receiver.
+    pub fn into_inner(self) -> R {
+        self.rx
+    }
+}
+
+impl<T: Message, C: Codec, S: Storage> TypedRx<T, C, AckReceiver<S>> {
+    /// Acknowledges the `n` oldest received, un-acked messages (as
+    /// [`AckReceiver::ack`]); messages that failed to decode count too.
+    ///
+    /// # Errors
+    /// [`AckError::TooMany`] if fewer are un-acked.
+    pub fn ack(&mut self, n: u64) -> Result<(), AckError> {
+        self.rx.ack(n)
+    }
+
+    /// Offset below which everything is acked.
+    pub fn acked_offset(&self) -> u64 {
+        self.rx.acked_offset()
+    }
+}
+
+impl<T, C, R> std::fmt::Debug for TypedRx<T, C, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedRx")
+            .field("type", &std::any::type_name::<T>())
+            .field("codec", &std::any::type_name::<C>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator of [`TypedRx::iter`] and [`TypedRx::try_iter`].
+pub struct TypedIter<'a, T, C, R> {
+    rx: &'a mut TypedRx<T, C, R>,
+    done: bool,
+    blocking: bool,
+}
+
+impl<T: Message, C: Decode<T>, R: RawReceiver> Iterator for TypedIter<'_, T, C, R> {
+    type Item = Result<T, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = if self.blocking {
+            self.rx.recv()
+        } else {
+            match self.rx.try_recv() {
+                Ok(v) => Ok(v),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Failed(e)) => Err(e),
+            }
+        };
+        match r {
+            Err(RecvError::Disconnected) => {
+                self.done = true;
+                None
+            }
+            Err(e) if !e.is_decode() => {
+                self.done = true;
+                Some(Err(e))
+            }
+            other => Some(other),
+        }
+    }
+}
+
+impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedIter")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> FileChannel<S> {
+    fn ensure_open(&self) -> Result<(), Error> {
+        if self.is_closed() { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// A typed sender of `T` values encoded with `C`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the channel is closed.
+    pub fn typed_tx<T: Message, C: Codec>(&self) -> Result<TypedTx<T, C, S>, Error> {
+        self.ensure_open()?;
+        Ok(TypedTx::new(self.tx()))
+    }
+
+    /// A typed receiver of `T` values decoded with `C`, starting where
+    /// [`rx`](Self::rx) would.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the channel is closed.
+    pub fn typed_rx<T: Message, C: Codec>(&self) -> Result<TypedRx<T, C, Receiver<S>>, Error> {
+        self.ensure_open()?;
+        Ok(TypedRx::new(self.rx()))
+    }
+
+    /// A typed acknowledging receiver, starting where
+    /// [`rx_ack`](Self::rx_ack) would.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the channel is closed.
+    pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
+        self.ensure_open()?;
+        Ok(TypedRx::new(self.rx_ack()))
+    }
+}
+
+// ---- zero-copy rkyv ----
+
+#[cfg(feature = "rkyv")]
+mod zero_copy {
+    use super::*;
+    use crate::codec::Rkyv;
+    use filechannel_codecs::rkyv;
+    use rkyv::api::high::HighValidator;
+    use rkyv::bytecheck::CheckBytes;
+    use rkyv::rancor;
+
+    /// An archived `T` read in place: it points into the segment's memory
+    /// map (or, for a compressed segment, into its 16-byte-aligned
+    /// decompressed buffer). Valid until the next call on the receiver.
+    pub struct ArchivedRef<'a, T: rkyv::Archive> {
+        value: &'a rkyv::Archived<T>,
+        offset: u64,
+    }
+
+    impl<T: rkyv::Archive> ArchivedRef<'_, T> {
+        /// The message's sequence number.
+        pub fn offset(&self) -> u64 {
+            self.offset
+        }
+    }
+
+    impl<T: rkyv::Archive> std::ops::Deref for ArchivedRef<'_, T> {
+        type Target = rkyv::Archived<T>;
+        fn deref(&self) -> &Self::Target {
+            self.value
+        }
+    }
+
+    impl<T: rkyv::Archive> std::fmt::Debug for ArchivedRef<'_, T>
+    where
+        rkyv::Archived<T>: std::fmt::Debug,
+    {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.value.fmt(f)
+        }
+    }
+
+    fn checked<'a, T>(m: MsgRef<'a>) -> Result<ArchivedRef<'a, T>, RecvError>
+    where
+        T: Message + rkyv::Archive,
+        T::Archived: for<'v> CheckBytes<HighValidator<'v, rancor::Error>>,
+    {
+        let offset = m.offset();
+        let value = typed_body::<T, Rkyv>(&m)
+            .and_then(|body| filechannel_codecs::access::<T>(body).map_err(DecodeError::Codec))
+            .map_err(|source| RecvError::Decode { offset, source })?;
+        Ok(ArchivedRef { value, offset })
+    }
+
+    impl<T, R: RawReceiver> TypedRx<T, Rkyv, R>
+    where
+        T: Message + rkyv::Archive,
+        T::Archived: for<'v> CheckBytes<HighValidator<'v, rancor::Error>>,
+    {
+        /// Blocks until a message is ready and returns its archive, read in
+        /// place: no copy, no allocation. The archive is validated
+        /// (bytecheck) first; see
+        /// [`recv_ref_unchecked`](Self::recv_ref_unchecked) for trusted
+        /// data.
+        ///
+        /// # Errors
+        /// As [`recv`](Self::recv).
+        pub fn recv_ref(&mut self) -> Result<ArchivedRef<'_, T>, RecvError> {
+            let m = self.rx.receiver().recv_ref()?;
+            checked::<T>(m)
+        }
+
+        /// As [`recv_ref`](Self::recv_ref), without blocking.
+        ///
+        /// # Errors
+        /// As [`try_recv`](Self::try_recv).
+        pub fn try_recv_ref(&mut self) -> Result<ArchivedRef<'_, T>, TryRecvError> {
+            let m = self.rx.receiver().try_recv_ref()?;
+            checked::<T>(m).map_err(TryRecvError::from)
+        }
+    }
+
+    impl<T: Message + rkyv::Archive, R: RawReceiver> TypedRx<T, Rkyv, R> {
+        /// As [`recv_ref`](Self::recv_ref) but without validating the
+        /// archive: the header (type, version, codec) and the frame's CRC
+        /// are still checked.
+        ///
+        /// # Safety
+        /// Every `T` frame of the channel must have been written by a
+        /// trusted `TypedTx<T, Rkyv>` (bytecheck is what protects against
+        /// crafted archives).
+        ///
+        /// # Errors
+        /// As [`recv`](Self::recv), minus archive validation.
+        pub unsafe fn recv_ref_unchecked(&mut self) -> Result<ArchivedRef<'_, T>, RecvError> {
+            let m = self.rx.receiver().recv_ref()?;
+            let offset = m.offset();
+            let body = typed_body::<T, Rkyv>(&m).map_err(|source| RecvError::Decode { offset, source })?;
+            if !body.as_ptr().addr().is_multiple_of(filechannel_codecs::RKYV_ALIGN)
+                || body.len() < size_of::<T::Archived>()
+            {
+                return Err(RecvError::Decode {
+                    offset,
+                    source: DecodeError::Truncated { len: m.len() },
+                });
+            }
+            // SAFETY: the caller vouches that the writer was a trusted
+            // `TypedTx<T, Rkyv>` (and the tag says this frame is a `T`
+            // archive); alignment and size are checked above.
+            let value = unsafe { filechannel_codecs::access_unchecked::<T>(body) };
+            Ok(ArchivedRef { value, offset })
+        }
+    }
+}
+#[cfg(feature = "rkyv")]
+pub use zero_copy::ArchivedRef;
+
+// ---- Message for std types ----
+
+macro_rules! leaf_message {
+    ($($t:ty => $name:literal),* $(,)?) => {$(
+        impl Message for $t {
+            const NAME: &'static str = $name;
+            const VERSION: u32 = 1;
+        }
+    )*};
+}
+
+leaf_message! {
+    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128", usize => "usize",
+    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128", isize => "isize",
+    bool => "bool", char => "char", f32 => "f32", f64 => "f64", () => "()", String => "String",
+}
+
+impl Message for str {
+    const NAME: &'static str = "String";
+    const VERSION: u32 = 1;
+}
+
+/// Folds a part's name hash and version into a composite's hash.
+const fn fold<T: Message + ?Sized>(h: u64) -> u64 {
+    combine(combine(h, T::NAME_HASH), T::VERSION as u64)
+}
+
+macro_rules! wrapper_message {
+    ($($w:ident<$t:ident> => $name:literal),* $(,)?) => {$(
+        impl<$t: Message> Message for $w<$t> {
+            const NAME: &'static str = $name;
+            const VERSION: u32 = 1;
+            const NAME_HASH: u64 = fold::<$t>(name_hash($name));
+            fn type_name() -> Cow<'static, str> {
+                format!("{}<{}>", $name, $t::type_name()).into()
+            }
+        }
+    )*};
+}
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+wrapper_message! {
+    Vec<T> => "Vec", Option<T> => "Option", VecDeque<T> => "VecDeque",
+    BTreeSet<T> => "BTreeSet", HashSet<T> => "HashSet",
+}
+
+/// `Box<T>` is `T` on the wire (serde and rkyv agree), so it is `T` here too.
+impl<T: Message + ?Sized> Message for Box<T> {
+    const NAME: &'static str = T::NAME;
+    const VERSION: u32 = T::VERSION;
+    const NAME_HASH: u64 = T::NAME_HASH;
+    fn type_name() -> Cow<'static, str> {
+        T::type_name()
+    }
+}
+
+impl<T: Message> Message for [T] {
+    const NAME: &'static str = "Vec";
+    const VERSION: u32 = 1;
+    const NAME_HASH: u64 = fold::<T>(name_hash("Vec"));
+    fn type_name() -> Cow<'static, str> {
+        format!("Vec<{}>", T::type_name()).into()
+    }
+}
+
+macro_rules! map_message {
+    ($($m:ident => $name:literal),*) => {$(
+        impl<K: Message, V: Message> Message for $m<K, V> {
+            const NAME: &'static str = $name;
+            const VERSION: u32 = 1;
+            const NAME_HASH: u64 = fold::<V>(fold::<K>(name_hash($name)));
+            fn type_name() -> Cow<'static, str> {
+                format!("{}<{}, {}>", $name, K::type_name(), V::type_name()).into()
+            }
+        }
+    )*};
+}
+map_message!(BTreeMap => "BTreeMap", HashMap => "HashMap");
+
+macro_rules! tuple_message {
+    ($($t:ident)+) => {
+        impl<$($t: Message),+> Message for ($($t,)+) {
+            const NAME: &'static str = "tuple";
+            const VERSION: u32 = 1;
+            const NAME_HASH: u64 = {
+                let h = name_hash("tuple");
+                $(let h = fold::<$t>(h);)+
+                h
+            };
+            fn type_name() -> Cow<'static, str> {
+                let parts: Vec<Cow<'static, str>> = vec![$($t::type_name()),+];
+                format!("({})", parts.join(", ")).into()
+            }
+        }
+    };
+}
+tuple_message!(A);
+tuple_message!(A B);
+tuple_message!(A B C);
+tuple_message!(A B C D);
+tuple_message!(A B C D E);
+tuple_message!(A B C D E F);
+tuple_message!(A B C D E F G);
+tuple_message!(A B C D E F G H);
