@@ -192,6 +192,9 @@ mod bincode_codec {
     /// [bincode](https://docs.rs/bincode) 2.x through its serde support, with
     /// the standard configuration (little-endian, varint integers).
     ///
+    /// Decoding allocates at most [`DECODE_LIMIT`] per value (bincode
+    /// otherwise trusts length prefixes).
+    ///
     /// bincode is no longer maintained (RUSTSEC-2025-0141), and the 3.0.0
     /// release on crates.io is an empty placeholder: this crate pins `2`.
     /// Prefer [`Postcard`](crate::Postcard) for new channels.
@@ -212,10 +215,16 @@ mod bincode_codec {
         }
     }
 
+    /// What bincode may allocate for one decoded value. Without a limit it
+    /// trusts a length prefix and allocates it up front: 8 bytes of garbage
+    /// asked it for exabytes (found by the `typed_decode` fuzz target).
+    pub const DECODE_LIMIT: usize = 256 << 20;
+
     impl<T: serde::de::DeserializeOwned> Decode<T> for Bincode {
         #[inline]
         fn decode(bytes: &[u8]) -> Result<T, CodecError> {
-            match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+            let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+            match bincode::serde::decode_from_slice(bytes, config) {
                 Ok((v, n)) if n == bytes.len() => Ok(v),
                 Ok((_, n)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(bytes.len() - n))),
                 Err(e) => Err(CodecError::decode::<T>(Self::NAME, e)),
@@ -224,7 +233,7 @@ mod bincode_codec {
     }
 }
 #[cfg(feature = "bincode")]
-pub use bincode_codec::Bincode;
+pub use bincode_codec::{Bincode, DECODE_LIMIT as BINCODE_DECODE_LIMIT};
 
 #[cfg(feature = "json")]
 mod json_codec {

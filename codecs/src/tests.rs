@@ -93,3 +93,14 @@ fn rkyv_round_trip_and_access() {
     let mut odd = vec![0u8; 3];
     assert!(Rkyv::encode(&sample(), &mut odd).is_err());
 }
+
+/// A length prefix of exabytes is an error, not an allocation failure
+/// (found by the `typed_decode` fuzz target).
+#[cfg(feature = "bincode")]
+#[test]
+fn bincode_refuses_huge_length_prefixes() {
+    let mut bytes = vec![0xfd]; // varint marker: a u64 follows
+    bytes.extend_from_slice(&(u64::MAX / 3).to_le_bytes());
+    assert!(<Bincode as Decode<String>>::decode(&bytes).is_err());
+    assert!(<Bincode as Decode<Vec<u64>>>::decode(&bytes).is_err());
+}

@@ -159,6 +159,76 @@ pub fn ops_with_crash(data: &[u8]) {
     }
 }
 
+/// The value type of [`typed_decode`]: std types only (no derives in the
+/// library), with strings, vectors, options and a map, which is what the
+/// decoders and rkyv's validator have to get right.
+#[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+pub type FuzzValue = (u64, String, Vec<u32>, Option<BTreeMap<String, i16>>);
+
+/// Target D3: typed frames with arbitrary bodies, decoded by every codec.
+/// Layout: repeated `[selector u8][len u8][body]`. The selector's low two
+/// bits pick the codec whose correct header goes in front of the body (so
+/// the body reaches that codec's decoder, or rkyv's validator); bit 2 sends
+/// the bytes raw instead, bit 3 sends them typed with no header fix-up.
+/// Every receiver must return a value or a typed error, never panic, and
+/// stay usable: each gets exactly one result per message.
+#[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+pub fn typed_decode(data: &[u8]) {
+    use crate::codec::{Bincode, Codec, Json, Postcard, Rkyv};
+    use crate::typed::TypedRx;
+    use crate::{Message, RecvError};
+    fn header(codec: u32) -> [u8; crate::TYPED_HEADER_LEN] {
+        let mut h = [0u8; crate::TYPED_HEADER_LEN];
+        let (hash, version) = (<FuzzValue as Message>::NAME_HASH, <FuzzValue as Message>::VERSION);
+        h[0..8].copy_from_slice(&crate::tag(hash, version, codec).to_le_bytes());
+        h[8..12].copy_from_slice(&version.to_le_bytes());
+        h[12..16].copy_from_slice(&codec.to_le_bytes());
+        h
+    }
+    let sim = SimStorage::new();
+    let Ok(ch) = open(&sim) else { return };
+    let mut rxs = (
+        TypedRx::<FuzzValue, Postcard, _>::new(ch.rx()),
+        TypedRx::<FuzzValue, Bincode, _>::new(ch.rx()),
+        TypedRx::<FuzzValue, Json, _>::new(ch.rx()),
+        TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
+        TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
+    );
+    let tx = ch.tx();
+    let mut sent = 0u64;
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let (sel, len) = (rest[0], usize::from(rest[1]));
+        let body = &rest[2..(2 + len).min(rest.len())];
+        rest = &rest[(2 + len).min(rest.len())..];
+        let codec = [Postcard::ID, Bincode::ID, Json::ID, Rkyv::ID][usize::from(sel & 3)];
+        let mut frame = Vec::with_capacity(16 + body.len());
+        if sel & 8 == 0 {
+            frame.extend_from_slice(&header(codec));
+        }
+        frame.extend_from_slice(body);
+        let flags = if sel & 4 == 0 { crate::format::FLAG_TYPED } else { 0 };
+        if tx.send_frame(&frame, flags).is_ok() {
+            sent += 1;
+        }
+    }
+    // One result per message from each receiver, and never a panic.
+    fn check<T>(r: Result<T, TryRecvError>, i: u64) {
+        match r {
+            Ok(_) | Err(TryRecvError::Failed(RecvError::Decode { .. })) => {}
+            Err(e) => panic!("message {i}: {e:?}"),
+        }
+    }
+    for i in 0..sent {
+        check(rxs.0.try_recv(), i);
+        check(rxs.1.try_recv(), i);
+        check(rxs.2.try_recv(), i);
+        check(rxs.3.try_recv(), i);
+        check(rxs.4.try_recv_ref().map(|a| a.offset()), i);
+    }
+    assert!(matches!(rxs.0.try_recv(), Err(TryRecvError::Empty)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +247,8 @@ mod tests {
         for (target, run) in [
             ("open_arbitrary_directory", open_arbitrary_directory as fn(&[u8])),
             ("ops_with_crash", ops_with_crash as fn(&[u8])),
+            #[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+            ("typed_decode", typed_decode as fn(&[u8])),
         ] {
             let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../fuzz/artifacts")
@@ -230,5 +302,34 @@ mod tests {
             [3u8, 0, 0, 40, 0, 90, 5, 0],
         )
         .unwrap();
+        write_typed_seeds();
     }
+
+    /// Seeds for `typed_decode`: one valid encoding per codec.
+    #[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+    fn write_typed_seeds() {
+        use crate::codec::{Bincode, Encode, Json, Postcard, Rkyv};
+        let v: FuzzValue = (7, "seven".into(), vec![1, 2, 3], Some(BTreeMap::from([("k".into(), -3)])));
+        let dir = corpus_dir("typed_decode");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut all = Vec::new();
+        for (sel, enc) in [
+            (0u8, <Postcard as Encode<FuzzValue>>::encode as fn(&FuzzValue, &mut Vec<u8>) -> _),
+            (1, <Bincode as Encode<FuzzValue>>::encode),
+            (2, <Json as Encode<FuzzValue>>::encode),
+            (3, <Rkyv as Encode<FuzzValue>>::encode),
+        ] {
+            let mut body = Vec::new();
+            enc(&v, &mut body).unwrap();
+            let mut input = vec![sel, body.len() as u8];
+            input.extend_from_slice(&body);
+            std::fs::write(dir.join(format!("seed-codec-{sel}")), &input).unwrap();
+            all.extend_from_slice(&input);
+        }
+        all.extend_from_slice(&[4, 3, 1, 2, 3, 8, 2, 0, 0]);
+        std::fs::write(dir.join("seed-mixed"), all).unwrap();
+    }
+
+    #[cfg(not(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv")))]
+    fn write_typed_seeds() {}
 }

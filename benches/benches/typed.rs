@@ -1,0 +1,199 @@
+//! Typed channels per codec: `Write_<shape>/<codec>` (typed `send`) and
+//! `Read_<shape>/<codec>` (typed `recv`, decoding to an owned value), for a
+//! ~64-byte and a ~512-byte struct, in `Buffered` mode; and, for the big
+//! struct, rkyv read in place (`recv_ref`, validated and unchecked) against
+//! the raw-byte `recv_ref` of the very same frames and against decoding.
+//!
+//! `raw/Write_<shape>` sends the postcard encoding (typed header included)
+//! as raw bytes: the target is typed postcard `send` within 2x of it.
+//! Every sample gets a fresh channel under `/tmp` (or `TMPDIR`).
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use filechannel::codec::{Bincode, Decode, Encode, Json, Postcard, Rkyv};
+use filechannel::{FileChannel, Message};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// About 64 bytes encoded (postcard 50, rkyv 80).
+#[derive(
+    Message, serde::Serialize, serde::Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug,
+)]
+struct Small {
+    id: u64,
+    ts: u64,
+    user: u32,
+    qty: u32,
+    price_cents: i64,
+    sku: String,
+}
+
+/// About 512 bytes encoded.
+#[derive(
+    Message, serde::Serialize, serde::Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug,
+)]
+struct Large {
+    id: u64,
+    ts: u64,
+    readings: Vec<u32>,
+    note: String,
+    tags: Vec<String>,
+}
+
+fn small() -> Small {
+    Small {
+        id: 0x0123_4567_89ab_cdef,
+        ts: 1_764_000_000_000,
+        user: 4_000_001,
+        qty: 12,
+        price_cents: -123_456,
+        sku: "SKU-2026-ABCDEF".into(),
+    }
+}
+
+fn large() -> Large {
+    Large {
+        id: 0x0123_4567_89ab_cdef,
+        ts: 1_764_000_000_000,
+        readings: (0..64).map(|i| 0x1234_5678 + i * 7919).collect(),
+        note: "x".repeat(120),
+        tags: (0..4).map(|i| format!("tag-{i}-{}", "y".repeat(10))).collect(),
+    }
+}
+
+fn channel() -> (tempfile::TempDir, FileChannel) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = FileChannel::open(dir.path()).expect("open");
+    (dir, ch)
+}
+
+fn fill<T: Message, C: Encode<T>>(ch: &FileChannel, v: &T, n: u64) {
+    let tx = ch.typed_tx::<T, C>().expect("tx");
+    for _ in 0..n {
+        tx.send(v).expect("send");
+    }
+    tx.flush().expect("flush");
+}
+
+/// The frame a typed send writes: header and encoding.
+fn frame_of<T: Message, C: Encode<T>>(v: &T) -> Vec<u8> {
+    let (_dir, ch) = channel();
+    let mut rx = ch.rx();
+    fill::<T, C>(&ch, v, 1);
+    rx.recv().expect("recv")
+}
+
+fn codec_pair<T, C>(g: &mut BenchmarkGroup<'_, WallTime>, shape: &str, v: &T)
+where
+    T: Message,
+    C: Encode<T> + Decode<T>,
+{
+    let size = frame_of::<T, C>(v).len();
+    eprintln!("typed/{shape}/{}: {size} bytes a frame payload", C::NAME);
+    g.throughput(Throughput::Bytes(size as u64));
+    g.bench_function(format!("Write_{shape}/{}", C::NAME), |b| {
+        b.iter_custom(|iters| {
+            let (_dir, ch) = channel();
+            let tx = ch.typed_tx::<T, C>().expect("tx");
+            let start = Instant::now();
+            for _ in 0..iters {
+                tx.send(black_box(v)).expect("send");
+            }
+            tx.flush().expect("flush");
+            start.elapsed()
+        })
+    });
+    g.bench_function(format!("Read_{shape}/{}", C::NAME), |b| {
+        b.iter_custom(|iters| {
+            let (_dir, ch) = channel();
+            let mut rx = ch.typed_rx::<T, C>().expect("rx");
+            fill::<T, C>(&ch, v, iters);
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(rx.recv().expect("recv"));
+            }
+            start.elapsed()
+        })
+    });
+}
+
+fn raw_write(g: &mut BenchmarkGroup<'_, WallTime>, shape: &str, frame: &[u8]) {
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function(format!("raw/Write_{shape}"), |b| {
+        b.iter_custom(|iters| {
+            let (_dir, ch) = channel();
+            let tx = ch.tx();
+            let start = Instant::now();
+            for _ in 0..iters {
+                tx.send(black_box(frame)).expect("send");
+            }
+            tx.flush().expect("flush");
+            start.elapsed()
+        })
+    });
+}
+
+fn typed_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("typed");
+    let (s, l) = (small(), large());
+    raw_write(&mut g, "Small", &frame_of::<Small, Postcard>(&s));
+    codec_pair::<Small, Postcard>(&mut g, "Small", &s);
+    codec_pair::<Small, Bincode>(&mut g, "Small", &s);
+    codec_pair::<Small, Json>(&mut g, "Small", &s);
+    codec_pair::<Small, Rkyv>(&mut g, "Small", &s);
+    raw_write(&mut g, "Large", &frame_of::<Large, Postcard>(&l));
+    codec_pair::<Large, Postcard>(&mut g, "Large", &l);
+    codec_pair::<Large, Bincode>(&mut g, "Large", &l);
+    codec_pair::<Large, Json>(&mut g, "Large", &l);
+    codec_pair::<Large, Rkyv>(&mut g, "Large", &l);
+
+    // Reading the big struct's rkyv frames: in place vs raw bytes.
+    g.throughput(Throughput::Bytes(frame_of::<Large, Rkyv>(&l).len() as u64));
+    g.bench_function("RecvRef_Large/rkyv", |b| {
+        b.iter_custom(|iters| {
+            let (_dir, ch) = channel();
+            let mut rx = ch.typed_rx::<Large, Rkyv>().expect("rx");
+            fill::<Large, Rkyv>(&ch, &l, iters);
+            let start = Instant::now();
+            for _ in 0..iters {
+                let a = rx.recv_ref().expect("recv_ref");
+                black_box(a.readings.len());
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function("RecvRefUnchecked_Large/rkyv", |b| {
+        b.iter_custom(|iters| {
+            let (_dir, ch) = channel();
+            let mut rx = ch.typed_rx::<Large, Rkyv>().expect("rx");
+            fill::<Large, Rkyv>(&ch, &l, iters);
+            let start = Instant::now();
+            for _ in 0..iters {
+                // SAFETY: this benchmark wrote every frame with
+                // `TypedTx<Large, Rkyv>`.
+                let a = unsafe { rx.recv_ref_unchecked() }.expect("recv_ref");
+                black_box(a.readings.len());
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function("RecvRef_Large/raw", |b| {
+        b.iter_custom(|iters| {
+            let (_dir, ch) = channel();
+            let mut rx = ch.rx();
+            fill::<Large, Rkyv>(&ch, &l, iters);
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(rx.recv_ref().expect("recv_ref").len());
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = typed_benches
+}
+criterion_main!(benches);
