@@ -1,7 +1,13 @@
 //! The Go library's benchmark shapes, one to one, on the byte API in
 //! `Buffered` mode: `Write_N`, `Read_N` (`recv_ref`), `ReadWrite_N` and
 //! `ParallelRead_N` (two receivers), for N = 16, 64, 512 and 4096 bytes, plus
-//! `WriteRecycled_N`, the steady state of a spool whose consumer keeps up.
+//! `WriteRecycled_N`, the steady state of a spool whose consumer keeps up,
+//! and 64 KiB messages for throughput.
+//!
+//! Two physical-limit rows give the ceiling on this machine: `Limit_BufWriter_512`
+//! writes the same 512-byte messages through a plain `std::fs::File` and
+//! `BufWriter` (no framing, no CRC, no index), and `Limit_MmapCrc_512` scans a
+//! warm, memory-mapped file of 512-byte records computing each one's CRC.
 //!
 //! Each sample gets a fresh channel in a temporary directory (under `/tmp`
 //! unless `TMPDIR` says otherwise); setup and teardown are not timed.
@@ -11,7 +17,7 @@ use filechannel::{FileChannel, Receiver};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-const SIZES: [usize; 4] = [16, 64, 512, 4096];
+const SIZES: [usize; 5] = [16, 64, 512, 4096, 65536];
 
 fn channel() -> (tempfile::TempDir, FileChannel) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -114,7 +120,48 @@ fn byte_benches(c: &mut Criterion) {
             })
         });
     }
+    limit_benches(&mut g);
     g.finish();
+}
+
+fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use std::io::Write;
+    let msg = [0x5Au8; 512];
+    g.throughput(Throughput::Bytes(512));
+    g.bench_function("Limit_BufWriter_512", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = std::fs::File::create(dir.path().join("plain")).expect("create");
+            let mut w = std::io::BufWriter::new(file);
+            let start = Instant::now();
+            for _ in 0..iters {
+                w.write_all(black_box(&msg)).expect("write");
+            }
+            w.flush().expect("flush");
+            start.elapsed()
+        })
+    });
+    g.bench_function("Limit_MmapCrc_512", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("plain");
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+            for _ in 0..iters {
+                w.write_all(&msg).expect("write");
+            }
+            w.flush().expect("flush");
+            drop(w);
+            let file = std::fs::File::open(&path).expect("open");
+            // SAFETY: the file is private to this benchmark and not
+            // modified while mapped.
+            let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.expect("map");
+            let start = Instant::now();
+            for rec in map.chunks_exact(512) {
+                black_box(crc32fast::hash(rec));
+            }
+            start.elapsed()
+        })
+    });
 }
 
 criterion_group! {

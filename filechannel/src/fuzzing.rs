@@ -309,12 +309,20 @@ mod tests {
     #[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
     fn write_typed_seeds() {
         use crate::codec::{Bincode, Encode, Json, Postcard, Rkyv};
-        let v: FuzzValue = (7, "seven".into(), vec![1, 2, 3], Some(BTreeMap::from([("k".into(), -3)])));
+        let v: FuzzValue = (
+            7,
+            "seven".into(),
+            vec![1, 2, 3],
+            Some(BTreeMap::from([("k".into(), -3)])),
+        );
         let dir = corpus_dir("typed_decode");
         std::fs::create_dir_all(&dir).unwrap();
         let mut all = Vec::new();
         for (sel, enc) in [
-            (0u8, <Postcard as Encode<FuzzValue>>::encode as fn(&FuzzValue, &mut Vec<u8>) -> _),
+            (
+                0u8,
+                <Postcard as Encode<FuzzValue>>::encode as fn(&FuzzValue, &mut Vec<u8>) -> _,
+            ),
             (1, <Bincode as Encode<FuzzValue>>::encode),
             (2, <Json as Encode<FuzzValue>>::encode),
             (3, <Rkyv as Encode<FuzzValue>>::encode),
