@@ -10,7 +10,7 @@
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
 use filechannel::codec::{Bincode, Decode, Encode, Json, Postcard, Rkyv};
-use filechannel::{FileChannel, Message};
+use filechannel::{FileChannel, Message, Migrate};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,7 @@ fn frame_of<T: Message, C: Encode<T>>(v: &T) -> Vec<u8> {
 
 fn codec_pair<T, C>(g: &mut BenchmarkGroup<'_, WallTime>, shape: &str, v: &T)
 where
-    T: Message,
+    T: Message + Migrate<C>,
     C: Encode<T> + Decode<T>,
 {
     let size = frame_of::<T, C>(v).len();

@@ -3,21 +3,44 @@
 //!
 //! ```text
 //! #[derive(filechannel::Message, serde::Serialize, serde::Deserialize)]
-//! #[message(name = "orders.Order", version = 2)]
-//! struct Order { id: u64, qty: u32 }
+//! #[message(name = "orders.Order", version = 2, previous = OrderV1)]
+//! struct Order { id: u64, qty: u32, note: Option<String> }
+//! impl From<OrderV1> for Order { /* the migration */ }
 //! ```
 //!
-//! Without the attribute the name is the type's identifier and the version
-//! is 1. Keys: `name` (a string), `version` (an integer, 1 or more).
+//! # Keys
+//!
+//! - `name = "..."`: the stable name (default: the type's identifier).
+//! - `version = N`: 1 or more. Required whenever the attribute is written;
+//!   a type without any `#[message]` attribute is version 1.
+//! - `previous = Type`: the type of the version before. It must have the
+//!   same name and a lower version (checked at compile time), and `Self`
+//!   must implement `From<Type>`.
+//! - `crate = "path"`: where the `filechannel` crate is, when the
+//!   dependency is renamed (default `::filechannel`).
+//!
+//! # What it generates
+//!
+//! For the `Order` above, in prose: an implementation of
+//! `filechannel::Message` with `NAME = "orders.Order"` and `VERSION = 2`;
+//! an implementation of `filechannel::Migrate<C>` for every codec `C` that
+//! can decode `OrderV1` (and, recursively, everything before it), whose
+//! `decode_older(version, body)` decodes a frame of version 1 as `OrderV1`
+//! and converts it with `From`, and hands older versions down the chain;
+//! and a constant item whose evaluation fails the build, pointing at
+//! `previous`, if `OrderV1`'s name differs or its version is not lower.
+//! Generated code names the runtime only through
+//! `<crate>::__private`, so it works under a renamed dependency.
 #![deny(missing_docs)]
 
 use proc_macro::TokenStream;
 use proc_macro2::Span;
-use quote::quote;
-use syn::{DeriveInput, LitInt, LitStr, parse_macro_input, spanned::Spanned};
+use quote::{quote, quote_spanned};
+use syn::{DeriveInput, LitInt, LitStr, Path, parse_macro_input, spanned::Spanned};
 
-/// Implements `filechannel::Message`: a stable name and a version for a type
-/// that travels on typed channels. See the crate documentation.
+/// Implements `filechannel::Message` and `filechannel::Migrate`: a stable
+/// name, a version and the migration chain for a type that travels on
+/// typed channels. See the crate documentation.
 #[proc_macro_derive(Message, attributes(message))]
 pub fn derive_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -27,7 +50,70 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
     }
 }
 
-const KEYS: &[&str] = &["name", "version"];
+const KEYS: &[&str] = &["name", "version", "previous", "crate"];
+
+#[derive(Default)]
+struct Attrs {
+    name: Option<LitStr>,
+    version: Option<(u32, Span)>,
+    previous: Option<Path>,
+    krate: Option<Path>,
+    /// The first `#[message]` attribute.
+    attr: Option<syn::Attribute>,
+}
+
+fn parse_attrs(input: &DeriveInput) -> syn::Result<Attrs> {
+    let mut a = Attrs::default();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("message")) {
+        a.attr.get_or_insert_with(|| attr.clone());
+        attr.parse_nested_meta(|meta| {
+            let twice = |key: &str| meta.error(format!("`{key}` is given twice"));
+            if meta.path.is_ident("name") {
+                if a.name.is_some() {
+                    return Err(twice("name"));
+                }
+                let lit: LitStr = meta.value()?.parse()?;
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new(lit.span(), "`name` must not be empty"));
+                }
+                a.name = Some(lit);
+            } else if meta.path.is_ident("version") {
+                if a.version.is_some() {
+                    return Err(twice("version"));
+                }
+                let lit: LitInt = meta.value()?.parse()?;
+                let v: u32 = lit.base10_parse()?;
+                if v == 0 {
+                    return Err(syn::Error::new(lit.span(), "`version` starts at 1"));
+                }
+                a.version = Some((v, lit.span()));
+            } else if meta.path.is_ident("previous") {
+                if a.previous.is_some() {
+                    return Err(twice("previous"));
+                }
+                a.previous = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("crate") {
+                if a.krate.is_some() {
+                    return Err(twice("crate"));
+                }
+                let lit: LitStr = meta.value()?.parse()?;
+                a.krate = Some(lit.parse()?);
+            } else {
+                let got = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                let hint = KEYS
+                    .iter()
+                    .find(|k| close(k, &got))
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
+                return Err(meta.error(format!(
+                    "unknown key `{got}` in #[message(..)]: expected `name`, `version`, `previous` or `crate`{hint}"
+                )));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(a)
+}
 
 fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     if !input.generics.params.is_empty() {
@@ -37,62 +123,81 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
              identify one concrete type",
         ));
     }
-    let ident = &input.ident;
-    let mut name: Option<LitStr> = None;
-    let mut version: Option<(u32, Span)> = None;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("message")) {
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("name") {
-                if name.is_some() {
-                    return Err(meta.error("`name` is given twice"));
-                }
-                let lit: LitStr = meta.value()?.parse()?;
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new(lit.span(), "`name` must not be empty"));
-                }
-                name = Some(lit);
-                Ok(())
-            } else if meta.path.is_ident("version") {
-                if version.is_some() {
-                    return Err(meta.error("`version` is given twice"));
-                }
-                let lit: LitInt = meta.value()?.parse()?;
-                let v: u32 = lit.base10_parse()?;
-                if v == 0 {
-                    return Err(syn::Error::new(lit.span(), "`version` starts at 1"));
-                }
-                version = Some((v, lit.span()));
-                Ok(())
-            } else {
-                let got = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
-                let hint = KEYS
-                    .iter()
-                    .find(|k| close(k, &got))
-                    .map(|k| format!("; did you mean `{k}`?"))
-                    .unwrap_or_default();
-                Err(meta.error(format!(
-                    "unknown key `{got}` in #[message(..)]: expected one of `name`, `version`{hint}"
-                )))
-            }
-        })?;
+    if let syn::Data::Union(u) = &input.data {
+        return Err(syn::Error::new(
+            u.union_token.span,
+            "#[derive(Message)] supports structs and enums, not unions",
+        ));
     }
-    let name = name.map_or_else(|| ident.to_string(), |l| l.value());
-    let version = version.map_or(1, |(v, _)| v);
+    let a = parse_attrs(input)?;
+    if let (Some(attr), None) = (&a.attr, &a.version) {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "#[message(..)] needs `version = N` (1 for a type's first version)",
+        ));
+    }
+    let ident = &input.ident;
+    let krate = a.krate.map_or_else(|| quote!(::filechannel), |p| quote!(#p));
+    let p = quote!(#krate::__private);
+    let name = a.name.map_or_else(|| ident.to_string(), |l| l.value());
+    let version = a.version.map_or(1, |(v, _)| v);
+
+    let migrate = match &a.previous {
+        None => quote! {
+            impl<__C: #p::Codec> #p::Migrate<__C> for #ident {}
+        },
+        Some(prev) => {
+            let span = prev.span();
+            let checks = quote_spanned! {span=>
+                const _: () = {
+                    ::core::assert!(
+                        <#prev as #p::Message>::VERSION < #version,
+                        "`previous` must name a lower version of this message"
+                    );
+                    ::core::assert!(
+                        #p::str_eq(<#prev as #p::Message>::NAME, #name),
+                        "`previous` must have the same `name` as this message"
+                    );
+                };
+            };
+            quote! {
+                #checks
+                impl<__C> #p::Migrate<__C> for #ident
+                where
+                    __C: #p::Decode<#prev>,
+                    #prev: #p::Migrate<__C>,
+                    #ident: ::core::convert::From<#prev>,
+                {
+                    fn decode_older(
+                        version: u32,
+                        body: &[u8],
+                    ) -> ::core::option::Option<::core::result::Result<Self, #p::CodecError>> {
+                        let prev = if version == <#prev as #p::Message>::VERSION {
+                            <__C as #p::Decode<#prev>>::decode(body)
+                        } else {
+                            <#prev as #p::Migrate<__C>>::decode_older(version, body)?
+                        };
+                        ::core::option::Option::Some(prev.map(<Self as ::core::convert::From<#prev>>::from))
+                    }
+                }
+            }
+        }
+    };
     Ok(quote! {
-        impl ::filechannel::Message for #ident {
+        impl #p::Message for #ident {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
         }
+        #migrate
     })
 }
 
-/// Whether `got` is one edit (or one swap) away from `key`.
+/// Whether `got` is a likely misspelling of `key` (edit distance 2 or less).
 fn close(key: &str, got: &str) -> bool {
     let (a, b): (Vec<char>, Vec<char>) = (key.chars().collect(), got.chars().collect());
-    if a.len().abs_diff(b.len()) > 1 {
+    if a.len().abs_diff(b.len()) > 2 {
         return false;
     }
-    // Levenshtein distance, small strings.
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];

@@ -36,7 +36,10 @@ pub use crate::error::{AckError, Error, RecvError, RecvTimeoutError, SendError, 
 pub use crate::receiver::{AckReceiver, Iter, MsgRef, Receiver, TryIter};
 #[cfg(feature = "rkyv")]
 pub use crate::typed::ArchivedRef;
-pub use crate::typed::{DecodeError, Message, RawReceiver, TYPED_HEADER_LEN, TypedAckRx, TypedIter, TypedRx, TypedTx};
+pub use crate::typed::{
+    DecodeError, Message, Migrate, RawReceiver, TYPED_HEADER_LEN, TypedAckRx, TypedIter, TypedRx, TypedTx,
+    UnknownVersion,
+};
 #[doc(hidden)]
 pub use crate::typed::{combine, name_hash, tag};
 /// `#[derive(Message)]`: see the [`Message`] trait.
@@ -48,4 +51,27 @@ pub use filechannel_derive::Message;
 /// traits to write your own. Re-exported from `filechannel-codecs`.
 pub mod codec {
     pub use filechannel_codecs::*;
+}
+
+/// What `#[derive(Message)]` expands to refers to: not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::codec::{Codec, CodecError, Decode};
+    pub use crate::typed::{Message, Migrate};
+
+    /// `a == b`, in a const context (for the derive's compile-time checks).
+    pub const fn str_eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 }

@@ -44,6 +44,14 @@ pub struct Receiver<S: Storage = Fs> {
     populated: usize,
 }
 
+/// How long [`Receiver::next_ready`] waits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    No,
+    Forever,
+    Until(Instant),
+}
+
 /// How far ahead of its position a receiver maps pages in, in one syscall,
 /// rather than taking a page fault every few pages.
 const READ_AHEAD: usize = 1 << 20;
@@ -92,7 +100,7 @@ impl AsRef<[u8]> for MsgRef<'_> {
 
 /// Where a ready message lies in the current map.
 #[derive(Clone, Copy)]
-struct Ready {
+pub(crate) struct Ready {
     at: usize,
     len: usize,
     seq: u64,
@@ -252,8 +260,25 @@ impl<S: Storage> Receiver<S> {
         self.shared.arm_flusher();
     }
 
+    /// The next message, waiting as `wait` says: `Ok(None)` when none is
+    /// ready (`Wait::No`) or the deadline passed. For layers that decide
+    /// what to do with a message before borrowing it ([`view`](Self::view)).
+    pub(crate) fn next_ready(&mut self, wait: Wait) -> Result<Option<Ready>, RecvError> {
+        if let Some(r) = self.poll()? {
+            return Ok(Some(r));
+        }
+        match wait {
+            Wait::No if self.shared.closed.load(Ordering::Acquire) => {
+                self.poll()?.ok_or(RecvError::Disconnected).map(Some)
+            }
+            Wait::No => Ok(None),
+            Wait::Forever => self.wait(None)?.ok_or(RecvError::Disconnected).map(Some),
+            Wait::Until(deadline) => self.wait(Some(deadline)),
+        }
+    }
+
     #[inline]
-    fn view(&self, r: Ready) -> MsgRef<'_> {
+    pub(crate) fn view(&self, r: Ready) -> MsgRef<'_> {
         // `poll` checked the range against what is published.
         MsgRef {
             bytes: self.map.read(r.at, r.len).unwrap_or_default(),

@@ -18,7 +18,7 @@ use crate::channel::Sender;
 use crate::codec::{Codec, CodecError, Decode, Encode};
 use crate::error::{Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
 use crate::format::FLAG_TYPED;
-use crate::receiver::{AckReceiver, MsgRef, Receiver};
+use crate::receiver::{AckReceiver, MsgRef, Ready, Receiver, Wait};
 use crate::storage::{Fs, Storage};
 use crate::{AckError, FileChannel};
 use std::borrow::Cow;
@@ -71,6 +71,50 @@ pub trait Message {
     }
 }
 
+/// Reading older versions of a [`Message`] type: `decode_older` decodes a
+/// frame of the same name at an older `version` and migrates it up to
+/// `Self`. `#[derive(Message)]` implements it from the `previous = Type`
+/// chain (decode the previous type, convert with `From`, recursively).
+///
+/// A hand-written [`Message`] implements it with an empty body (no older
+/// versions), for every codec:
+///
+/// ```
+/// use filechannel::codec::Codec;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Ping(u64);
+///
+/// impl filechannel::Message for Ping {
+///     const NAME: &'static str = "Ping";
+///     const VERSION: u32 = 1;
+/// }
+/// impl<C: Codec> filechannel::Migrate<C> for Ping {}
+/// ```
+pub trait Migrate<C: Codec>: Message + Sized {
+    /// Decodes `body`, written as version `version` of this type's name
+    /// (older than [`Message::VERSION`]) with codec `C`, and migrates it.
+    /// `None` when no version of the chain is `version`.
+    fn decode_older(version: u32, body: &[u8]) -> Option<Result<Self, CodecError>> {
+        let _ = (version, body);
+        None
+    }
+}
+
+/// What a typed receiver does with a message written by a newer version of
+/// its type (an old reader during a rolling deploy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownVersion {
+    /// [`DecodeError::NewerVersion`] (the default).
+    #[default]
+    Error,
+    /// Skip it, counting it in [`TypedRx::skipped`].
+    Skip,
+    /// [`DecodeError::NewerVersionRaw`], which carries the body.
+    Raw,
+}
+
 /// Why a typed receiver could not decode a message. Carried by
 /// [`RecvError::Decode`] with the message's offset.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +157,17 @@ pub enum DecodeError {
         found: u32,
         /// The receiver's version.
         supported: u32,
+    },
+    /// A newer version of the type wrote this message, and the receiver's
+    /// policy is [`UnknownVersion::Raw`]: here are its bytes.
+    #[error("{name} version {found} is newer than this build supports; its {} bytes are attached", body.len())]
+    NewerVersionRaw {
+        /// The type's name.
+        name: &'static str,
+        /// The frame's version.
+        found: u32,
+        /// The codec's encoding of the value (after the typed header).
+        body: Vec<u8>,
     },
     /// An older version of the type wrote this message, and the type has no
     /// migration from it.
@@ -227,11 +282,19 @@ fn typed_body<'a, T: Message, C: Codec>(m: &MsgRef<'a>) -> Result<&'a [u8], Deco
     })
 }
 
-fn decode<T: Message, C: Decode<T>>(m: MsgRef<'_>) -> Result<T, RecvError> {
-    let offset = m.offset();
-    typed_body::<T, C>(&m)
-        .and_then(|body| C::decode(body).map_err(DecodeError::Codec))
-        .map_err(|source| RecvError::Decode { offset, source })
+/// Decodes a message as a `T`, migrating an older version through
+/// [`Migrate`].
+fn decode<T: Migrate<C>, C: Decode<T>>(m: MsgRef<'_>) -> Result<T, DecodeError> {
+    match typed_body::<T, C>(&m) {
+        Ok(body) => C::decode(body).map_err(DecodeError::Codec),
+        Err(DecodeError::OlderVersion { found, name, supported }) => {
+            match T::decode_older(found, m.bytes().get(TYPED_HEADER_LEN..).unwrap_or_default()) {
+                Some(r) => r.map_err(DecodeError::Codec),
+                None => Err(DecodeError::OlderVersion { name, found, supported }),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 // ---- sending ----
@@ -412,31 +475,107 @@ impl<S: Storage> RawReceiver for AckReceiver<S> {
 /// stays usable: receive again to go on, or stop.
 pub struct TypedRx<T, C, R = Receiver> {
     rx: R,
+    unknown: UnknownVersion,
+    skipped: u64,
+    /// Older rkyv frames, migrated and re-archived for `recv_ref`.
+    #[cfg(feature = "rkyv")]
+    migrated: filechannel_codecs::rkyv::util::AlignedVec<16>,
     _marker: PhantomData<fn() -> (T, C)>,
 }
 
 /// A typed receiver that acknowledges: messages stay on disk until acked.
 pub type TypedAckRx<T, C, S = Fs> = TypedRx<T, C, AckReceiver<S>>;
 
+/// What to do with the message at hand.
+enum Verdict {
+    Take,
+    Skip,
+    Fail(RecvError),
+}
+
 impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     /// Wraps a byte receiver.
     pub fn new(rx: R) -> Self {
         TypedRx {
             rx,
+            unknown: UnknownVersion::Error,
+            skipped: 0,
+            #[cfg(feature = "rkyv")]
+            migrated: Default::default(),
             _marker: PhantomData,
         }
     }
 
-    /// Blocks until a message is ready and decodes it.
+    /// Sets what happens to messages written by a newer version of `T`
+    /// (default: [`UnknownVersion::Error`]).
+    pub fn on_unknown_version(mut self, policy: UnknownVersion) -> Self {
+        self.unknown = policy;
+        self
+    }
+
+    /// How many newer-version messages [`UnknownVersion::Skip`] skipped.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Applies the unknown-version policy to the message at `r`.
+    fn verdict(&mut self, r: Ready) -> Verdict {
+        let m = self.rx.receiver_ref().view(r);
+        match (typed_body::<T, C>(&m), self.unknown) {
+            (Err(DecodeError::NewerVersion { .. }), UnknownVersion::Skip) => Verdict::Skip,
+            (Err(DecodeError::NewerVersion { name, found, .. }), UnknownVersion::Raw) => {
+                Verdict::Fail(RecvError::Decode {
+                    offset: m.offset(),
+                    source: DecodeError::NewerVersionRaw {
+                        name,
+                        found,
+                        body: m.bytes().get(TYPED_HEADER_LEN..).unwrap_or_default().to_vec(),
+                    },
+                })
+            }
+            _ => Verdict::Take,
+        }
+    }
+
+    /// The next message the policy lets through; `Ok(None)` when none is
+    /// ready in time.
+    fn next(&mut self, wait: Wait) -> Result<Option<Ready>, RecvError> {
+        loop {
+            let Some(r) = self.rx.receiver().next_ready(wait)? else {
+                return Ok(None);
+            };
+            match self.verdict(r) {
+                Verdict::Take => return Ok(Some(r)),
+                Verdict::Skip => self.skipped += 1,
+                Verdict::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    fn recv_with(&mut self, wait: Wait) -> Result<Option<T>, RecvError>
+    where
+        C: Decode<T>,
+        T: Migrate<C>,
+    {
+        let Some(r) = self.next(wait)? else { return Ok(None) };
+        let m = self.rx.receiver_ref().view(r);
+        let offset = m.offset();
+        decode::<T, C>(m)
+            .map(Some)
+            .map_err(|source| RecvError::Decode { offset, source })
+    }
+
+    /// Blocks until a message is ready and decodes it (migrating an older
+    /// version through the type's `previous` chain).
     ///
     /// # Errors
     /// As [`Receiver::recv_ref`], plus [`RecvError::Decode`].
     pub fn recv(&mut self) -> Result<T, RecvError>
     where
         C: Decode<T>,
+        T: Migrate<C>,
     {
-        let m = self.rx.receiver().recv_ref()?;
-        decode::<T, C>(m)
+        self.recv_with(Wait::Forever)?.ok_or(RecvError::Disconnected)
     }
 
     /// Decodes the next message if one is ready, without blocking.
@@ -447,9 +586,9 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     pub fn try_recv(&mut self) -> Result<T, TryRecvError>
     where
         C: Decode<T>,
+        T: Migrate<C>,
     {
-        let m = self.rx.receiver().try_recv_ref()?;
-        decode::<T, C>(m).map_err(TryRecvError::from)
+        self.recv_with(Wait::No)?.ok_or(TryRecvError::Empty)
     }
 
     /// Waits at most `timeout` for a message and decodes it.
@@ -459,6 +598,7 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError>
     where
         C: Decode<T>,
+        T: Migrate<C>,
     {
         match Instant::now().checked_add(timeout) {
             Some(deadline) => self.recv_deadline(deadline),
@@ -473,9 +613,9 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<T, RecvTimeoutError>
     where
         C: Decode<T>,
+        T: Migrate<C>,
     {
-        let m = self.rx.receiver().recv_ref_deadline(deadline)?;
-        decode::<T, C>(m).map_err(RecvTimeoutError::from)
+        self.recv_with(Wait::Until(deadline))?.ok_or(RecvTimeoutError::Timeout)
     }
 
     /// A blocking iterator of decoded messages; it ends when the channel is
@@ -484,6 +624,7 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     pub fn iter(&mut self) -> TypedIter<'_, T, C, R>
     where
         C: Decode<T>,
+        T: Migrate<C>,
     {
         TypedIter {
             rx: self,
@@ -497,6 +638,7 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     pub fn try_iter(&mut self) -> TypedIter<'_, T, C, R>
     where
         C: Decode<T>,
+        T: Migrate<C>,
     {
         TypedIter {
             rx: self,
@@ -553,7 +695,7 @@ pub struct TypedIter<'a, T, C, R> {
     blocking: bool,
 }
 
-impl<T: Message, C: Decode<T>, R: RawReceiver> Iterator for TypedIter<'_, T, C, R> {
+impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> Iterator for TypedIter<'_, T, C, R> {
     type Item = Result<T, RecvError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -631,7 +773,7 @@ impl<S: Storage> FileChannel<S> {
 #[cfg(feature = "rkyv")]
 mod zero_copy {
     use super::*;
-    use crate::codec::Rkyv;
+    use crate::codec::{Encode, Rkyv};
     use filechannel_codecs::rkyv;
     use rkyv::api::high::HighValidator;
     use rkyv::bytecheck::CheckBytes;
@@ -668,34 +810,51 @@ mod zero_copy {
         }
     }
 
-    fn checked<'a, T>(m: MsgRef<'a>) -> Result<ArchivedRef<'a, T>, RecvError>
-    where
-        T: Message + rkyv::Archive,
-        T::Archived: for<'v> CheckBytes<HighValidator<'v, rancor::Error>>,
-    {
-        let offset = m.offset();
-        let value = typed_body::<T, Rkyv>(&m)
-            .and_then(|body| filechannel_codecs::access::<T>(body).map_err(DecodeError::Codec))
-            .map_err(|source| RecvError::Decode { offset, source })?;
-        Ok(ArchivedRef { value, offset })
-    }
-
     impl<T, R: RawReceiver> TypedRx<T, Rkyv, R>
     where
-        T: Message + rkyv::Archive,
+        T: Migrate<Rkyv> + rkyv::Archive,
         T::Archived: for<'v> CheckBytes<HighValidator<'v, rancor::Error>>,
+        Rkyv: Encode<T>,
     {
+        fn recv_ref_with(&mut self, wait: Wait) -> Result<Option<ArchivedRef<'_, T>>, RecvError> {
+            let Some(r) = self.next(wait)? else { return Ok(None) };
+            let m = self.rx.receiver_ref().view(r);
+            let offset = m.offset();
+            let fail = |source| RecvError::Decode { offset, source };
+            let body = match typed_body::<T, Rkyv>(&m) {
+                Ok(body) => body,
+                Err(DecodeError::OlderVersion { name, found, supported }) => {
+                    let old = m.bytes().get(TYPED_HEADER_LEN..).unwrap_or_default();
+                    let value = match T::decode_older(found, old) {
+                        Some(v) => v.map_err(|e| fail(DecodeError::Codec(e)))?,
+                        None => return Err(fail(DecodeError::OlderVersion { name, found, supported })),
+                    };
+                    // Re-archive the migrated value into this receiver's
+                    // aligned buffer: a copy, only for older frames.
+                    let mut buf = Vec::new();
+                    Rkyv::encode(&value, &mut buf).map_err(|e| fail(DecodeError::Codec(e)))?;
+                    self.migrated.clear();
+                    self.migrated.extend_from_slice(&buf);
+                    &self.migrated[..]
+                }
+                Err(e) => return Err(fail(e)),
+            };
+            let value = filechannel_codecs::access::<T>(body).map_err(|e| fail(DecodeError::Codec(e)))?;
+            Ok(Some(ArchivedRef { value, offset }))
+        }
+
         /// Blocks until a message is ready and returns its archive, read in
         /// place: no copy, no allocation. The archive is validated
         /// (bytecheck) first; see
         /// [`recv_ref_unchecked`](Self::recv_ref_unchecked) for trusted
-        /// data.
+        /// data. A message of an older version of `T` is migrated through
+        /// the `previous` chain and re-archived into a buffer of the
+        /// receiver: that one is a copy.
         ///
         /// # Errors
         /// As [`recv`](Self::recv).
         pub fn recv_ref(&mut self) -> Result<ArchivedRef<'_, T>, RecvError> {
-            let m = self.rx.receiver().recv_ref()?;
-            checked::<T>(m)
+            self.recv_ref_with(Wait::Forever)?.ok_or(RecvError::Disconnected)
         }
 
         /// As [`recv_ref`](Self::recv_ref), without blocking.
@@ -703,15 +862,15 @@ mod zero_copy {
         /// # Errors
         /// As [`try_recv`](Self::try_recv).
         pub fn try_recv_ref(&mut self) -> Result<ArchivedRef<'_, T>, TryRecvError> {
-            let m = self.rx.receiver().try_recv_ref()?;
-            checked::<T>(m).map_err(TryRecvError::from)
+            self.recv_ref_with(Wait::No)?.ok_or(TryRecvError::Empty)
         }
     }
 
     impl<T: Message + rkyv::Archive, R: RawReceiver> TypedRx<T, Rkyv, R> {
         /// As [`recv_ref`](Self::recv_ref) but without validating the
         /// archive: the header (type, version, codec) and the frame's CRC
-        /// are still checked.
+        /// are still checked. Older versions are an error here
+        /// ([`DecodeError::OlderVersion`]): use `recv_ref` for them.
         ///
         /// # Safety
         /// Every `T` frame of the channel must have been written by a
@@ -721,7 +880,10 @@ mod zero_copy {
         /// # Errors
         /// As [`recv`](Self::recv), minus archive validation.
         pub unsafe fn recv_ref_unchecked(&mut self) -> Result<ArchivedRef<'_, T>, RecvError> {
-            let m = self.rx.receiver().recv_ref()?;
+            let Some(r) = self.next(Wait::Forever)? else {
+                return Err(RecvError::Disconnected);
+            };
+            let m = self.rx.receiver_ref().view(r);
             let offset = m.offset();
             let body = typed_body::<T, Rkyv>(&m).map_err(|source| RecvError::Decode { offset, source })?;
             if !body.as_ptr().addr().is_multiple_of(filechannel_codecs::RKYV_ALIGN)
@@ -734,7 +896,8 @@ mod zero_copy {
             }
             // SAFETY: the caller vouches that the writer was a trusted
             // `TypedTx<T, Rkyv>` (and the tag says this frame is a `T`
-            // archive); alignment and size are checked above.
+            // archive of this version); alignment and size are checked
+            // above.
             let value = unsafe { filechannel_codecs::access_unchecked::<T>(body) };
             Ok(ArchivedRef { value, offset })
         }
@@ -751,6 +914,7 @@ macro_rules! leaf_message {
             const NAME: &'static str = $name;
             const VERSION: u32 = 1;
         }
+        impl<C: Codec> Migrate<C> for $t {}
     )*};
 }
 
@@ -780,6 +944,7 @@ macro_rules! wrapper_message {
                 format!("{}<{}>", $name, $t::type_name()).into()
             }
         }
+        impl<$t: Message, C: Codec> Migrate<C> for $w<$t> {}
     )*};
 }
 
@@ -798,6 +963,7 @@ impl<T: Message + ?Sized> Message for Box<T> {
         T::type_name()
     }
 }
+impl<T: Message, C: Codec> Migrate<C> for Box<T> {}
 
 impl<T: Message> Message for [T] {
     const NAME: &'static str = "Vec";
@@ -818,6 +984,7 @@ macro_rules! map_message {
                 format!("{}<{}, {}>", $name, K::type_name(), V::type_name()).into()
             }
         }
+        impl<K: Message, V: Message, C: Codec> Migrate<C> for $m<K, V> {}
     )*};
 }
 map_message!(BTreeMap => "BTreeMap", HashMap => "HashMap");
@@ -837,6 +1004,7 @@ macro_rules! tuple_message {
                 format!("({})", parts.join(", ")).into()
             }
         }
+        impl<$($t: Message,)+ CODEC: Codec> Migrate<CODEC> for ($($t,)+) {}
     };
 }
 tuple_message!(A);

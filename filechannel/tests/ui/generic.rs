@@ -1,0 +1,6 @@
+#[derive(filechannel::Message)]
+struct Wrapper<T> {
+    inner: T,
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[derive(filechannel::Message)]
+#[message(verison = 2)]
+struct A;
+
+fn main() {}

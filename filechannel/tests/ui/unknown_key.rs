@@ -1,0 +1,5 @@
+#[derive(filechannel::Message)]
+#[message(version = 1, colour = "red")]
+struct A;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[derive(filechannel::Message)]
+#[message(name = "t.A")]
+struct A;
+
+fn main() {}
