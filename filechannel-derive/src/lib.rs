@@ -183,13 +183,115 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             }
         }
     };
+    let (fingerprint, shape) = shape(input, &p)?;
     Ok(quote! {
         impl #p::Message for #ident {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
+            const SCHEMA: ::core::option::Option<#p::Schema> = ::core::option::Option::Some(#p::Schema {
+                fingerprint: <Self as #p::Shape>::FINGERPRINT,
+                shape: #shape,
+            });
+        }
+        impl #p::Shape for #ident {
+            const FINGERPRINT: u64 = #fingerprint;
         }
         #migrate
     })
+}
+
+/// Type tokens as a stable string: no whitespace at all, paths as written.
+fn normalise(ty: &syn::Type) -> String {
+    quote!(#ty).to_string().split_whitespace().collect()
+}
+
+/// Whether `ty` mentions the type being derived (`Self` or its name).
+fn refers_to_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
+    fn walk(ts: proc_macro2::TokenStream, ident: &syn::Ident) -> bool {
+        ts.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == *ident || i == "Self",
+            proc_macro2::TokenTree::Group(g) => walk(g.stream(), ident),
+            _ => false,
+        })
+    }
+    walk(quote!(#ty), ident)
+}
+
+/// A field's contribution: its `name:type` text, and its type unless the
+/// text alone counts (`None` for kinds and variant names).
+type Fold<'a> = dyn FnMut(String, Option<(&syn::Type, bool)>) + 'a;
+
+/// Whether a field carries `#[message(opaque)]`.
+fn is_opaque(field: &syn::Field) -> syn::Result<bool> {
+    let mut opaque = false;
+    for attr in field.attrs.iter().filter(|a| a.path().is_ident("message")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("opaque") {
+                opaque = true;
+                Ok(())
+            } else {
+                Err(meta.error("the only key on a field is `opaque`: #[message(opaque)]"))
+            }
+        })?;
+    }
+    Ok(opaque)
+}
+
+/// The fingerprint expression (a const fold over field names, type tokens
+/// and the fields' own fingerprints) and a readable description of the
+/// shape.
+fn shape(input: &DeriveInput, p: &proc_macro2::TokenStream) -> syn::Result<(proc_macro2::TokenStream, String)> {
+    let ident = &input.ident;
+    let mut steps = Vec::new();
+    let mut fold = |text: String, ty: Option<(&syn::Type, bool)>| {
+        steps.push(quote!(let h = #p::combine(h, #p::name_hash(#text));));
+        match ty {
+            // Recursion: a fixed marker instead of a cyclic constant.
+            Some((ty, _)) if refers_to_self(ty, ident) => {
+                steps.push(quote!(let h = #p::combine(h, #p::name_hash("<recursive>"));));
+            }
+            Some((ty, false)) => steps.push(quote!(let h = #p::combine(h, <#ty as #p::Shape>::FINGERPRINT);)),
+            _ => {}
+        }
+    };
+    let fields_desc = |fields: &syn::Fields, fold: &mut Fold<'_>| -> syn::Result<String> {
+        let mut parts = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            let ty = normalise(&f.ty);
+            let opaque = is_opaque(f)?;
+            let label = f.ident.as_ref().map_or_else(|| i.to_string(), ToString::to_string);
+            let text = format!("{label}:{ty}{}", if opaque { "(opaque)" } else { "" });
+            fold(text.clone(), Some((&f.ty, opaque)));
+            parts.push(text);
+        }
+        Ok(match fields {
+            syn::Fields::Named(_) => format!("{{{}}}", parts.join(",")),
+            syn::Fields::Unnamed(_) => format!("({})", parts.join(",")),
+            syn::Fields::Unit => String::new(),
+        })
+    };
+    let desc = match &input.data {
+        syn::Data::Struct(st) => {
+            fold("struct".into(), None);
+            format!("struct{}", fields_desc(&st.fields, &mut fold)?)
+        }
+        syn::Data::Enum(en) => {
+            fold("enum".into(), None);
+            let mut vs = Vec::new();
+            for v in &en.variants {
+                fold(format!("variant:{}", v.ident), None);
+                vs.push(format!("{}{}", v.ident, fields_desc(&v.fields, &mut fold)?));
+            }
+            format!("enum{{{}}}", vs.join("|"))
+        }
+        syn::Data::Union(u) => return Err(syn::Error::new(u.union_token.span, "unions are not supported")),
+    };
+    let fp = quote!({
+        let h: u64 = #p::name_hash("filechannel.shape.v1");
+        #(#steps)*
+        h
+    });
+    Ok((fp, desc))
 }
 
 /// Whether `got` is a likely misspelling of `key` (edit distance 2 or less).

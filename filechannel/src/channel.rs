@@ -66,6 +66,8 @@ pub(crate) struct Shared<S: Storage> {
     pub flusher: Flusher,
     pub compressor: crate::compressor::Compressor,
     lock: Mutex<Option<S::Lock>>,
+    /// The schema registry, loaded on first use by a typed handle.
+    pub registry: Mutex<Option<crate::registry::Registry>>,
 }
 
 /// The background thread: wakes blocked receivers within `flush_interval`
@@ -210,6 +212,7 @@ impl<S: Storage> FileChannel<S> {
                 ..Flusher::default()
             },
             lock: Mutex::new(Some(lock)),
+            registry: Mutex::new(None),
             storage,
             dir: dir.to_path_buf(),
             config,
@@ -241,6 +244,10 @@ impl<S: Storage> FileChannel<S> {
     /// after a restart sees every message that was not acked.
     pub fn rx_ack(&self) -> AckReceiver<S> {
         AckReceiver::new(Receiver::new(Arc::clone(&self.shared), true))
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<S> {
+        &self.shared
     }
 
     /// Whether [`close`](Self::close) was called.

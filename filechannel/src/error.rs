@@ -16,6 +16,10 @@ pub enum Error {
         /// The channel directory.
         dir: PathBuf,
     },
+    /// A typed handle's message type does not match the channel's schema
+    /// registry, or the registry cannot be read or written.
+    #[error(transparent)]
+    Schema(#[from] crate::registry::SchemaError),
     /// The channel is closed: no new typed sender or receiver can be made.
     #[error("the channel is closed")]
     Closed,

@@ -16,6 +16,7 @@ mod format;
 mod notify;
 mod receiver;
 mod recovery;
+mod registry;
 mod segment;
 pub mod storage;
 mod typed;
@@ -34,11 +35,12 @@ pub use crate::compress::Compression;
 pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};
 pub use crate::error::{AckError, Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
 pub use crate::receiver::{AckReceiver, Iter, MsgRef, Receiver, TryIter};
+pub use crate::registry::{REGISTRY_FILE, RegisteredSchema, SchemaError};
 #[cfg(feature = "rkyv")]
 pub use crate::typed::ArchivedRef;
 pub use crate::typed::{
-    DecodeError, Message, Migrate, RawReceiver, TYPED_HEADER_LEN, TypedAckRx, TypedIter, TypedRx, TypedTx,
-    UnknownVersion,
+    DecodeError, Message, Migrate, RawReceiver, Schema, Shape, TYPED_HEADER_LEN, TypedAckRx, TypedIter, TypedRx,
+    TypedTx, UnknownVersion,
 };
 #[doc(hidden)]
 pub use crate::typed::{combine, name_hash, tag};
@@ -57,7 +59,7 @@ pub mod codec {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{Codec, CodecError, Decode};
-    pub use crate::typed::{Message, Migrate};
+    pub use crate::typed::{Message, Migrate, Schema, Shape, combine, name_hash};
 
     /// `a == b`, in a const context (for the derive's compile-time checks).
     pub const fn str_eq(a: &str, b: &str) -> bool {

@@ -65,10 +65,39 @@ pub trait Message {
     /// never change it for a type that has frames on disk.
     const NAME_HASH: u64 = name_hash(Self::NAME);
 
+    /// The shape's fingerprint and description, checked against the
+    /// channel's schema registry when a typed sender or receiver is made.
+    /// `#[derive(Message)]` fills it in; `None` (the default, and for the
+    /// std types) skips the check.
+    const SCHEMA: Option<Schema> = None;
+
     /// The name for error messages (`Vec<orders.Order>` for composites).
     fn type_name() -> Cow<'static, str> {
         Cow::Borrowed(Self::NAME)
     }
+}
+
+/// A message type's shape, as recorded in the channel's schema registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    /// A 64-bit fingerprint of the shape ([`Shape::FINGERPRINT`]).
+    pub fingerprint: u64,
+    /// A readable description: field names and type tokens, e.g.
+    /// `struct{id:u64,note:Option<String>}`.
+    pub shape: &'static str,
+}
+
+/// A type whose shape has a fingerprint: field names, their order, their
+/// type tokens and, recursively, the fingerprints of the field types, so a
+/// change deep inside a nested struct changes it. Implemented for the std
+/// types and by `#[derive(Message)]`; a field of another type needs
+/// `#[message(opaque)]` (its tokens count, not its insides).
+///
+/// Fingerprints are stored on disk (the schema registry): their
+/// computation never changes.
+pub trait Shape {
+    /// The fingerprint.
+    const FINGERPRINT: u64;
 }
 
 /// Reading older versions of a [`Message`] type: `decode_older` decodes a
@@ -734,6 +763,34 @@ impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
 }
 
 impl<S: Storage> FileChannel<S> {
+    /// Checks `T`'s shape against the schema registry; a sender registers a
+    /// (name, version) seen for the first time.
+    fn check_schema<T: Message>(&self, register: bool) -> Result<(), Error> {
+        match T::SCHEMA {
+            None => Ok(()),
+            Some(schema) => crate::registry::check(
+                self.shared(),
+                crate::registry::Key {
+                    name: T::NAME,
+                    name_hash: T::NAME_HASH,
+                    version: T::VERSION,
+                },
+                schema,
+                register,
+            ),
+        }
+    }
+
+    /// The message types registered in this channel's schema registry
+    /// (the file `schema.registry` in its directory, readable as text):
+    /// name, version, shape fingerprint and a description of the shape.
+    ///
+    /// # Errors
+    /// [`Error::Schema`] if the registry cannot be read.
+    pub fn schemas(&self) -> Result<Vec<crate::registry::RegisteredSchema>, Error> {
+        crate::registry::list(self.shared())
+    }
+
     fn ensure_open(&self) -> Result<(), Error> {
         if self.is_closed() { Err(Error::Closed) } else { Ok(()) }
     }
@@ -744,6 +801,7 @@ impl<S: Storage> FileChannel<S> {
     /// [`Error::Closed`] if the channel is closed.
     pub fn typed_tx<T: Message, C: Codec>(&self) -> Result<TypedTx<T, C, S>, Error> {
         self.ensure_open()?;
+        self.check_schema::<T>(true)?;
         Ok(TypedTx::new(self.tx()))
     }
 
@@ -754,6 +812,7 @@ impl<S: Storage> FileChannel<S> {
     /// [`Error::Closed`] if the channel is closed.
     pub fn typed_rx<T: Message, C: Codec>(&self) -> Result<TypedRx<T, C, Receiver<S>>, Error> {
         self.ensure_open()?;
+        self.check_schema::<T>(false)?;
         Ok(TypedRx::new(self.rx()))
     }
 
@@ -764,6 +823,7 @@ impl<S: Storage> FileChannel<S> {
     /// [`Error::Closed`] if the channel is closed.
     pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
         self.ensure_open()?;
+        self.check_schema::<T>(false)?;
         Ok(TypedRx::new(self.rx_ack()))
     }
 }
@@ -915,6 +975,9 @@ macro_rules! leaf_message {
             const VERSION: u32 = 1;
         }
         impl<C: Codec> Migrate<C> for $t {}
+        impl Shape for $t {
+            const FINGERPRINT: u64 = name_hash($name);
+        }
     )*};
 }
 
@@ -945,6 +1008,9 @@ macro_rules! wrapper_message {
             }
         }
         impl<$t: Message, C: Codec> Migrate<C> for $w<$t> {}
+        impl<$t: Shape> Shape for $w<$t> {
+            const FINGERPRINT: u64 = combine(name_hash($name), $t::FINGERPRINT);
+        }
     )*};
 }
 
@@ -964,6 +1030,18 @@ impl<T: Message + ?Sized> Message for Box<T> {
     }
 }
 impl<T: Message, C: Codec> Migrate<C> for Box<T> {}
+impl<T: Shape + ?Sized> Shape for Box<T> {
+    const FINGERPRINT: u64 = T::FINGERPRINT;
+}
+impl<T: Shape> Shape for [T] {
+    const FINGERPRINT: u64 = combine(name_hash("Vec"), T::FINGERPRINT);
+}
+impl Shape for str {
+    const FINGERPRINT: u64 = name_hash("String");
+}
+impl<T: Shape, const N: usize> Shape for [T; N] {
+    const FINGERPRINT: u64 = combine(combine(name_hash("array"), T::FINGERPRINT), N as u64);
+}
 
 impl<T: Message> Message for [T] {
     const NAME: &'static str = "Vec";
@@ -985,6 +1063,9 @@ macro_rules! map_message {
             }
         }
         impl<K: Message, V: Message, C: Codec> Migrate<C> for $m<K, V> {}
+        impl<K: Shape, V: Shape> Shape for $m<K, V> {
+            const FINGERPRINT: u64 = combine(combine(name_hash($name), K::FINGERPRINT), V::FINGERPRINT);
+        }
     )*};
 }
 map_message!(BTreeMap => "BTreeMap", HashMap => "HashMap");
@@ -1005,6 +1086,13 @@ macro_rules! tuple_message {
             }
         }
         impl<$($t: Message,)+ CODEC: Codec> Migrate<CODEC> for ($($t,)+) {}
+        impl<$($t: Shape),+> Shape for ($($t,)+) {
+            const FINGERPRINT: u64 = {
+                let h = name_hash("tuple");
+                $(let h = combine(h, $t::FINGERPRINT);)+
+                h
+            };
+        }
     };
 }
 tuple_message!(A);

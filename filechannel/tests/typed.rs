@@ -26,14 +26,20 @@ struct Order {
     wide: u128,
 }
 
-#[derive(Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+// Nested types derive `Message` too: that gives them a shape fingerprint,
+// so a change inside them is caught by the schema registry.
+#[derive(
+    Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq,
+)]
 struct Line {
     sku: String,
     qty: u32,
     price_cents: i64,
 }
 
-#[derive(Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq,
+)]
 enum Status {
     New,
     Paid { at: u64 },

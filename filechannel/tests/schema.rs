@@ -1,0 +1,192 @@
+//! Schema fingerprints and the channel's schema registry: a changed struct
+//! whose version was not bumped is refused, across a reopen, even when the
+//! change is deep inside a nested type; receivers check but never register;
+//! an unfinished registry write is ignored; fingerprints are pinned.
+
+use filechannel::codec::{Codec, Postcard};
+use filechannel::{Error, FileChannel, Message, REGISTRY_FILE, SchemaError, Shape};
+use serde::{Deserialize, Serialize};
+
+mod before {
+    use super::*;
+    #[derive(Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    #[message(name = "shop.Order", version = 1)]
+    pub struct Order {
+        pub id: u64,
+        pub items: Vec<Item>,
+    }
+    #[derive(Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    pub struct Item {
+        pub sku: String,
+        pub qty: u32,
+    }
+}
+
+/// Same name and version, a field added: the forgotten version bump.
+mod added_field {
+    use super::*;
+    #[derive(Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    #[message(name = "shop.Order", version = 1)]
+    pub struct Order {
+        pub id: u64,
+        pub items: Vec<before::Item>,
+        pub note: Option<String>,
+    }
+}
+
+/// Same `Order` tokens, but `Item` changed inside the `Vec`.
+mod nested_change {
+    use super::*;
+    #[derive(Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    #[message(name = "shop.Order", version = 1)]
+    pub struct Order {
+        pub id: u64,
+        pub items: Vec<Item>,
+    }
+    #[derive(Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    pub struct Item {
+        pub sku: String,
+        pub qty: u64,
+    }
+}
+
+fn refused<T>(r: Result<T, Error>) -> bool {
+    matches!(
+        r,
+        Err(Error::Schema(SchemaError::Changed {
+            name: "shop.Order",
+            version: 1,
+            ..
+        }))
+    )
+}
+
+fn mismatch_across_reopen<C: Codec>() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ch = FileChannel::open(dir.path()).unwrap();
+        ch.typed_tx::<before::Order, C>().unwrap();
+        ch.close().unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join(REGISTRY_FILE)).unwrap();
+    assert!(text.contains("shop.Order\tstruct{id:u64,items:Vec<Item>}"), "{text}");
+    let ch = FileChannel::open(dir.path()).unwrap();
+    assert!(refused(ch.typed_tx::<added_field::Order, C>()));
+    assert!(refused(ch.typed_rx::<added_field::Order, C>()));
+    assert!(refused(ch.typed_tx::<nested_change::Order, C>()));
+    assert!(refused(ch.typed_rx_ack::<nested_change::Order, C>()));
+    let e = ch.typed_tx::<added_field::Order, C>().unwrap_err().to_string();
+    assert!(e.contains("bump its version"), "{e}");
+    // The registered shape still works.
+    ch.typed_tx::<before::Order, C>().unwrap();
+    ch.typed_rx::<before::Order, C>().unwrap();
+    let s = ch.schemas().unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].name.as_str(), s[0].version), ("shop.Order", 1));
+    assert_eq!(s[0].fingerprint, <before::Order as Shape>::FINGERPRINT);
+}
+
+#[test]
+fn postcard_mismatch_across_reopen() {
+    mismatch_across_reopen::<Postcard>();
+}
+
+#[cfg(feature = "rkyv")]
+#[test]
+fn rkyv_mismatch_across_reopen() {
+    mismatch_across_reopen::<filechannel::codec::Rkyv>();
+}
+
+#[test]
+fn receivers_check_but_never_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    ch.typed_rx::<before::Order, Postcard>().unwrap();
+    ch.typed_rx_ack::<added_field::Order, Postcard>().unwrap();
+    assert!(!dir.path().join(REGISTRY_FILE).exists());
+    assert!(ch.schemas().unwrap().is_empty());
+    // The first sender registers; then the other shape is refused.
+    ch.typed_tx::<added_field::Order, Postcard>().unwrap();
+    assert!(refused(ch.typed_tx::<before::Order, Postcard>()));
+}
+
+#[test]
+fn an_unfinished_registry_write_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ch = FileChannel::open(dir.path()).unwrap();
+        ch.typed_tx::<before::Order, Postcard>().unwrap();
+        ch.close().unwrap();
+    }
+    // A crash while rewriting: a torn temporary file next to the registry.
+    std::fs::write(dir.path().join("schema.registry.tmp"), b"# filechannel schema reg").unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    assert!(refused(ch.typed_tx::<added_field::Order, Postcard>()));
+    assert!(!dir.path().join("schema.registry.tmp").exists());
+    // A damaged registry is a typed error, and left alone.
+    drop(ch);
+    std::fs::write(dir.path().join(REGISTRY_FILE), b"# header\nnot a line\n").unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    assert!(matches!(
+        ch.typed_tx::<before::Order, Postcard>(),
+        Err(Error::Schema(SchemaError::Corrupt { line: 2, .. }))
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join(REGISTRY_FILE)).unwrap(),
+        b"# header\nnot a line\n"
+    );
+}
+
+/// A recursive type compiles (the field that refers back contributes a
+/// fixed marker); a field of a type without `Shape` is `opaque`.
+#[derive(Message, Serialize, Deserialize)]
+struct Node {
+    value: u32,
+    children: Vec<Node>,
+    parent: Option<Box<Self>>,
+    #[message(opaque)]
+    elapsed: std::time::Duration,
+}
+
+#[derive(Message, Serialize, Deserialize)]
+enum Event {
+    Start,
+    Tick(u64),
+    Stop { reason: String },
+}
+
+/// Fingerprints are stored on disk: they must never change with a compiler,
+/// `proc-macro2` or crate upgrade. These literals pin them.
+#[test]
+fn fingerprints_are_pinned() {
+    let pins = [
+        ("u64", <u64 as Shape>::FINGERPRINT, 0x4d35d3193e8d66f2),
+        ("Vec<String>", <Vec<String> as Shape>::FINGERPRINT, 0x6474bd0663b47d6f),
+        ("before::Item", <before::Item as Shape>::FINGERPRINT, 0x80fd8ce9988d3917),
+        (
+            "before::Order",
+            <before::Order as Shape>::FINGERPRINT,
+            0x9502271e33f04aad,
+        ),
+        ("Node", <Node as Shape>::FINGERPRINT, 0x07863d3359cb2089),
+        ("Event", <Event as Shape>::FINGERPRINT, 0x989155a0d69f1957),
+    ];
+    let changed: Vec<String> = pins
+        .iter()
+        .filter(|(_, got, pinned)| got != pinned)
+        .map(|(what, got, _)| format!("{what}: {got:#018x}"))
+        .collect();
+    assert!(changed.is_empty(), "fingerprints changed: {changed:#?}");
+    assert_ne!(
+        <before::Order as Shape>::FINGERPRINT,
+        <nested_change::Order as Shape>::FINGERPRINT
+    );
+    assert_eq!(
+        <Event as Message>::SCHEMA.unwrap().shape,
+        "enum{Start|Tick(0:u64)|Stop{reason:String}}"
+    );
+    assert_eq!(
+        <Node as Message>::SCHEMA.unwrap().shape,
+        "struct{value:u32,children:Vec<Node>,parent:Option<Box<Self>>,elapsed:std::time::Duration(opaque)}"
+    );
+}
