@@ -166,7 +166,10 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    config = Criterion::default()
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
     targets = byte_benches
 }
 criterion_main!(benches);
