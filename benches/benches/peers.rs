@@ -205,6 +205,11 @@ fn shapes<P: Peer>(g: &mut BenchmarkGroup<'_, WallTime>, read: bool) {
 
 fn peer_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("peer");
+    // Flat sampling: every sample sends the same, large number of messages,
+    // so a fresh channel's start-up (its first page faults, the flusher's
+    // first prefault) is amortised as in the Go benchmark's b.N runs rather
+    // than dominating the short samples of linear sampling.
+    g.sampling_mode(criterion::SamplingMode::Flat);
     shapes::<Fc>(&mut g, true);
     shapes::<Qf>(&mut g, true);
     shapes::<Yq>(&mut g, true);
@@ -217,7 +222,10 @@ fn peer_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    config = Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     targets = peer_benches
 }
 criterion_main!(benches);

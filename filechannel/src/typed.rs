@@ -33,9 +33,13 @@ pub const TYPED_HEADER_LEN: usize = 16;
 ///
 /// Derive it with `#[derive(filechannel::Message)]` (feature `derive`):
 /// without attributes the name is the type's identifier and the version 1;
-/// `#[message(name = "orders.Order", version = 2)]` sets them. The name and
-/// version, hashed with the codec's id, tag every frame, so a receiver of
-/// another type, version or codec gets a typed error instead of garbage.
+/// `#[message(name = "orders.Order", version = 2)]` sets them, and
+/// `previous = OrderV1` names the type of the version before, whose frames
+/// a receiver migrates with `From` (see [`Migrate`]). The name and version,
+/// hashed with the codec's id, tag every frame, so a receiver of another
+/// type, a newer version or another codec gets a typed error instead of
+/// garbage. The derive also fills in [`SCHEMA`](Message::SCHEMA), the shape
+/// the channel's schema registry checks.
 ///
 /// `Message` says nothing about encoding: the codec bounds (`serde`,
 /// `rkyv`) sit on the send and receive methods. The crate implements it for
@@ -44,8 +48,20 @@ pub const TYPED_HEADER_LEN: usize = 16;
 /// their name hash folds in the parts', in order, so `(u32, String)` and
 /// `(String, u32)` differ.
 ///
+/// # Implementing it by hand
+///
+/// Only `NAME` and `VERSION` are required: `NAME_HASH` defaults to a hash
+/// of `NAME`, and `SCHEMA` to `None`, which means no schema registry check
+/// (the type is neither registered nor checked). To be received, the type
+/// also needs [`Migrate`] for the codec. With no older versions to read,
+/// that is one line, `impl<C: Codec> Migrate<C> for T {}`: an older frame
+/// is then [`DecodeError::OlderVersion`]. A hand-written type has no
+/// [`Shape`], so as a field of a derived type it needs
+/// `#[message(opaque)]` (or an `impl Shape` of its own).
+///
 /// ```
-/// use filechannel::Message;
+/// use filechannel::codec::Codec;
+/// use filechannel::{Message, Migrate};
 ///
 /// #[derive(Message)]
 /// #[message(name = "orders.Order", version = 2)]
@@ -53,7 +69,20 @@ pub const TYPED_HEADER_LEN: usize = 16;
 ///
 /// assert_eq!(Order::NAME, "orders.Order");
 /// assert_eq!(Order::VERSION, 2);
+/// assert!(Order::SCHEMA.is_some());
 /// assert_ne!(<(u32, String)>::NAME_HASH, <(String, u32)>::NAME_HASH);
+///
+/// // By hand: a name, a version and the one-line `Migrate`.
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Ping(u64);
+///
+/// impl Message for Ping {
+///     const NAME: &'static str = "net.Ping";
+///     const VERSION: u32 = 1;
+/// }
+/// impl<C: Codec> Migrate<C> for Ping {}
+///
+/// assert!(Ping::SCHEMA.is_none()); // no schema registry check
 /// ```
 pub trait Message {
     /// The type's stable name: keep it when renaming the Rust type.
