@@ -178,12 +178,11 @@ pub fn typed_decode(data: &[u8]) {
     use crate::typed::TypedRx;
     use crate::{Message, RecvError};
     fn header(codec: u32) -> [u8; crate::TYPED_HEADER_LEN] {
-        let mut h = [0u8; crate::TYPED_HEADER_LEN];
-        let (hash, version) = (<FuzzValue as Message>::NAME_HASH, <FuzzValue as Message>::VERSION);
-        h[0..8].copy_from_slice(&crate::tag(hash, version, codec).to_le_bytes());
-        h[8..12].copy_from_slice(&version.to_le_bytes());
-        h[12..16].copy_from_slice(&codec.to_le_bytes());
-        h
+        crate::typed::header_bytes(
+            <FuzzValue as Message>::NAME_HASH,
+            <FuzzValue as Message>::VERSION,
+            codec,
+        )
     }
     let sim = SimStorage::new();
     let Ok(ch) = open(&sim) else { return };

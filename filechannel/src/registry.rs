@@ -113,10 +113,8 @@ impl Registry {
         let tmp = dir.join(REGISTRY_TMP);
         // An unfinished rewrite: the registry file itself is the old,
         // complete version.
-        match storage.remove(&tmp) {
-            Ok(()) => tracing::info!(path = %tmp.display(), "removed an unfinished schema registry write"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SchemaError::io(&tmp, e)),
+        if remove_if_present(storage, &tmp)? {
+            tracing::info!(path = %tmp.display(), "removed an unfinished schema registry write");
         }
         let path = dir.join(REGISTRY_FILE);
         let file = match storage.open(&path, false) {
@@ -179,11 +177,7 @@ impl Registry {
     /// Writes the registry: temporary file, fsync, rename, directory fsync.
     fn save<S: Storage>(&self, storage: &S, dir: &Path) -> Result<(), SchemaError> {
         let tmp = dir.join(REGISTRY_TMP);
-        match storage.remove(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SchemaError::io(&tmp, e)),
-        }
+        remove_if_present(storage, &tmp)?;
         let file = storage.create_new(&tmp).map_err(|e| SchemaError::io(&tmp, e))?;
         file.write_all_at(self.render().as_bytes(), 0)
             .and_then(|()| file.sync_data())
@@ -195,14 +189,31 @@ impl Registry {
     }
 }
 
-/// Checks `schema` for `key`; registers it if it is new and `register`.
-pub(crate) fn check<S: Storage>(shared: &Shared<S>, key: Key, schema: Schema, register: bool) -> Result<(), Error> {
+/// Removes `path`; `Ok(false)` if it was not there.
+fn remove_if_present<S: Storage>(storage: &S, path: &Path) -> Result<bool, SchemaError> {
+    match storage.remove(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(SchemaError::io(path, e)),
+    }
+}
+
+/// Runs `f` on the registry, loading it on first use.
+fn with_registry<S: Storage, R>(
+    shared: &Shared<S>,
+    f: impl FnOnce(&mut Registry) -> Result<R, Error>,
+) -> Result<R, Error> {
     let mut guard = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
     let reg = match &mut *guard {
         Some(r) => r,
         None => guard.insert(Registry::load(&shared.storage, &shared.dir)?),
     };
-    match reg.entries.get(&(key.name_hash, key.version)) {
+    f(reg)
+}
+
+/// Checks `schema` for `key`; registers it if it is new and `register`.
+pub(crate) fn check<S: Storage>(shared: &Shared<S>, key: Key, schema: Schema, register: bool) -> Result<(), Error> {
+    with_registry(shared, |reg| match reg.entries.get(&(key.name_hash, key.version)) {
         Some(e) if e.fingerprint == schema.fingerprint => Ok(()),
         Some(e) => Err(SchemaError::Changed {
             name: key.name,
@@ -232,17 +243,12 @@ pub(crate) fn check<S: Storage>(shared: &Shared<S>, key: Key, schema: Schema, re
             }
             Ok(())
         }
-    }
+    })
 }
 
 /// Everything registered, for tools and people.
 pub(crate) fn list<S: Storage>(shared: &Shared<S>) -> Result<Vec<RegisteredSchema>, Error> {
-    let mut guard = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
-    let reg = match &mut *guard {
-        Some(r) => r,
-        None => guard.insert(Registry::load(&shared.storage, &shared.dir)?),
-    };
-    Ok(reg.entries.values().cloned().collect())
+    with_registry(shared, |reg| Ok(reg.entries.values().cloned().collect()))
 }
 
 #[cfg(test)]

@@ -289,10 +289,15 @@ pub const fn tag(name_hash: u64, version: u32, codec_id: u32) -> u64 {
 
 /// The typed header of `T` frames written with `C`.
 fn typed_header<T: Message + ?Sized, C: Codec>() -> [u8; TYPED_HEADER_LEN] {
+    header_bytes(T::NAME_HASH, T::VERSION, C::ID)
+}
+
+/// The typed header for a name hash, version and codec id.
+pub(crate) fn header_bytes(name_hash: u64, version: u32, codec_id: u32) -> [u8; TYPED_HEADER_LEN] {
     let mut h = [0u8; TYPED_HEADER_LEN];
-    h[0..8].copy_from_slice(&tag(T::NAME_HASH, T::VERSION, C::ID).to_le_bytes());
-    h[8..12].copy_from_slice(&T::VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&C::ID.to_le_bytes());
+    h[0..8].copy_from_slice(&tag(name_hash, version, codec_id).to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    h[12..16].copy_from_slice(&codec_id.to_le_bytes());
     h
 }
 
