@@ -263,6 +263,7 @@ impl<S: Storage> Receiver<S> {
     /// The next message, waiting as `wait` says: `Ok(None)` when none is
     /// ready (`Wait::No`) or the deadline passed. For layers that decide
     /// what to do with a message before borrowing it ([`view`](Self::view)).
+    #[inline]
     pub(crate) fn next_ready(&mut self, wait: Wait) -> Result<Option<Ready>, RecvError> {
         if let Some(r) = self.poll()? {
             return Ok(Some(r));

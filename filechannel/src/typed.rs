@@ -602,7 +602,12 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
 
     /// The next message the policy lets through; `Ok(None)` when none is
     /// ready in time.
+    #[inline]
     fn next(&mut self, wait: Wait) -> Result<Option<Ready>, RecvError> {
+        if self.unknown == UnknownVersion::Error {
+            // Newer versions are the decoder's error: nothing to look at.
+            return self.rx.receiver().next_ready(wait);
+        }
         loop {
             let Some(r) = self.rx.receiver().next_ready(wait)? else {
                 return Ok(None);
