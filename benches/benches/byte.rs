@@ -15,7 +15,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use filechannel::{FileChannel, Receiver};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SIZES: [usize; 5] = [16, 64, 512, 4096, 65536];
 
@@ -41,11 +41,7 @@ fn read_n(rx: &mut Receiver, n: u64) {
 
 fn byte_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("byte");
-    // Flat sampling: every sample sends the same, large number of messages,
-    // so a fresh channel's start-up (its first page faults, the flusher's
-    // first prefault) is amortised as in the Go benchmark's b.N runs rather
-    // than dominating the short samples of linear sampling.
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    filechannel_benches::flat(&mut g);
     for n in SIZES {
         let msg = vec![0x5Au8; n];
         g.throughput(Throughput::Bytes(n as u64));
@@ -171,10 +167,7 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = filechannel_benches::config();
     targets = byte_benches
 }
 criterion_main!(benches);

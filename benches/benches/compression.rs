@@ -81,11 +81,7 @@ fn compressed_read(c: &mut Criterion) {
     }
 
     let mut g = c.benchmark_group("compressed");
-    // Flat sampling: every sample sends the same, large number of messages,
-    // so a fresh channel's start-up (its first page faults, the flusher's
-    // first prefault) is amortised as in the Go benchmark's b.N runs rather
-    // than dominating the short samples of linear sampling.
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    filechannel_benches::flat(&mut g);
     g.throughput(Throughput::Bytes(avg));
     for method in METHODS {
         g.bench_function(format!("Read_event/{}", name(method)), |b| {
@@ -109,11 +105,7 @@ fn compressed_read(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("compression_write");
-    // Flat sampling: every sample sends the same, large number of messages,
-    // so a fresh channel's start-up (its first page faults, the flusher's
-    // first prefault) is amortised as in the Go benchmark's b.N runs rather
-    // than dominating the short samples of linear sampling.
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    filechannel_benches::flat(&mut g);
     let msg = [0x5Au8; 64];
     g.throughput(Throughput::Bytes(64));
     for method in [Compression::None, Compression::Snappy, Compression::Zstd] {
@@ -140,10 +132,7 @@ fn compressed_read(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = filechannel_benches::config();
     targets = compressed_read
 }
 criterion_main!(benches);

@@ -13,7 +13,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use filechannel::{Durability, FileChannel};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn channel(mode: Durability) -> (tempfile::TempDir, FileChannel) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -24,11 +24,7 @@ fn channel(mode: Durability) -> (tempfile::TempDir, FileChannel) {
 fn durability_benches(c: &mut Criterion) {
     let msg = [0x5Au8; 64];
     let mut g = c.benchmark_group("durability");
-    // Flat sampling: every sample sends the same, large number of messages,
-    // so a fresh channel's start-up (its first page faults, the flusher's
-    // first prefault) is amortised as in the Go benchmark's b.N runs rather
-    // than dominating the short samples of linear sampling.
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    filechannel_benches::flat(&mut g);
     g.throughput(Throughput::Elements(1));
     for (name, mode) in [
         ("Buffered", Durability::Buffered),
@@ -73,10 +69,7 @@ fn durability_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = filechannel_benches::config();
     targets = durability_benches
 }
 criterion_main!(benches);

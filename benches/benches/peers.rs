@@ -21,7 +21,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 use filechannel::{Durability, FileChannel};
 use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SIZES: [usize; 3] = [16, 64, 512];
 
@@ -205,11 +205,7 @@ fn shapes<P: Peer>(g: &mut BenchmarkGroup<'_, WallTime>, read: bool) {
 
 fn peer_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("peer");
-    // Flat sampling: every sample sends the same, large number of messages,
-    // so a fresh channel's start-up (its first page faults, the flusher's
-    // first prefault) is amortised as in the Go benchmark's b.N runs rather
-    // than dominating the short samples of linear sampling.
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    filechannel_benches::flat(&mut g);
     shapes::<Fc>(&mut g, true);
     shapes::<Qf>(&mut g, true);
     shapes::<Yq>(&mut g, true);
@@ -222,10 +218,7 @@ fn peer_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = filechannel_benches::config();
     targets = peer_benches
 }
 criterion_main!(benches);

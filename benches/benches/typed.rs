@@ -14,7 +14,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 use filechannel::codec::{Bincode, Decode, Encode, Json, Postcard, Rkyv};
 use filechannel::{FileChannel, Message, Migrate};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// About 64 bytes encoded (postcard 50, rkyv 80).
 #[derive(
@@ -136,11 +136,7 @@ fn raw_write(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, frame: &[u8]) {
 
 fn typed_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("typed");
-    // Flat sampling: every sample sends the same, large number of messages,
-    // so a fresh channel's start-up (its first page faults, the flusher's
-    // first prefault) is amortised as in the Go benchmark's b.N runs rather
-    // than dominating the short samples of linear sampling.
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    filechannel_benches::flat(&mut g);
     let (s, l) = (small(), large());
     let small_frame = frame_of::<Small, Postcard>(&s);
     raw_write(&mut g, "Small", &small_frame);
@@ -203,10 +199,7 @@ fn typed_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = filechannel_benches::config();
     targets = typed_benches
 }
 criterion_main!(benches);
