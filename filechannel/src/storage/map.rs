@@ -129,13 +129,6 @@ impl SegmentMap {
             self.owner.prefault_read(offset, end - offset);
         }
     }
-
-    /// Whether `ptr` points into this region (for zero-copy checks).
-    #[allow(dead_code)]
-    pub(crate) fn contains(&self, ptr: *const u8) -> bool {
-        let start = self.ptr as usize;
-        (start..start + self.len).contains(&(ptr as usize))
-    }
 }
 
 impl MapWriter {
