@@ -14,10 +14,11 @@ use crate::error::RecvError;
 use crate::format::{HEAD_SLOT_LEN, HeadSlot, compressed_file_name, segment_file_name, spare_file_name};
 use crate::segment::SegMeta;
 use crate::storage::{SegmentMap, Storage, StorageFile};
+use crate::sync::{AtomicU64, Mutex};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 /// Name of the head file in a channel directory.
 pub(crate) const HEAD_FILE: &str = "head";

@@ -8,11 +8,12 @@ use crate::notify::Notifier;
 use crate::receiver::{AckReceiver, Receiver};
 use crate::recovery::recover;
 use crate::storage::{Fs, SegmentMap, Storage, StorageFile};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex};
 use crate::writer::{SyncState, Writer};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// A snapshot of the channel's segments (see [`FileChannel::stats`]).
@@ -429,14 +430,14 @@ fn lock_dir<S: Storage>(storage: &S, dir: &Path) -> Result<S::Lock, Error> {
         if std::time::Instant::now() >= deadline {
             return Err(Error::Locked { dir: dir.to_path_buf() });
         }
-        std::thread::sleep(Duration::from_millis(1));
+        thread::sleep(Duration::from_millis(1));
     }
 }
 
 fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
     let weak = Arc::downgrade(shared);
     let interval = shared.config.flush_interval;
-    let handle = std::thread::Builder::new()
+    let handle = thread::Builder::new()
         .name("filechannel-flusher".into())
         .spawn(move || flusher_loop(weak, interval))
         .map_err(|e| Error::io(&shared.dir, e))?;
@@ -500,12 +501,12 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         let idle = sh.flusher.idle.load(Ordering::SeqCst);
         drop(sh);
         if idle {
-            std::thread::park_timeout(Duration::from_millis(50));
+            thread::park_timeout(Duration::from_millis(50));
             if let Some(sh) = shared.upgrade() {
                 sh.flusher.idle.store(false, Ordering::SeqCst);
             }
         } else if !behind {
-            std::thread::park_timeout(interval);
+            thread::park_timeout(interval);
         }
     }
 }

@@ -22,14 +22,15 @@ use crate::compress::{COMPRESSED_HEADER_LEN, CompressedHeader, Packed};
 use crate::format::{SEGMENT_HEADER_LEN, compressed_file_name, segment_file_name};
 use crate::segment::SegMeta;
 use crate::storage::{Storage, StorageFile};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{AtomicBool, Condvar, Mutex};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError, Weak};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::{PoisonError, Weak};
 use std::time::Duration;
 
 /// The compressor thread's controls.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Compressor {
     work: Mutex<bool>,
     cv: Condvar,
@@ -72,7 +73,7 @@ pub(crate) fn start<S: Storage>(shared: &std::sync::Arc<Shared<S>>) -> std::io::
         return Ok(());
     }
     let weak = std::sync::Arc::downgrade(shared);
-    let handle = std::thread::Builder::new()
+    let handle = thread::Builder::new()
         .name("filechannel-compress".into())
         .spawn(move || run(weak))?;
     *shared.compressor.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);

@@ -19,6 +19,7 @@ mod recovery;
 mod registry;
 mod segment;
 pub mod storage;
+mod sync;
 mod typed;
 mod writer;
 
@@ -29,6 +30,8 @@ mod crash_tests;
 pub mod fuzzing;
 #[cfg(test)]
 mod model_tests;
+#[cfg(all(test, shuttle))]
+mod shuttle_tests;
 
 pub use crate::channel::{FileChannel, Sender, Stats};
 pub use crate::compress::Compression;

@@ -6,18 +6,17 @@
 //! common case under load. An async receive would register a `Waker` next to
 //! the condition variable and be woken by the same `notify_all`.
 
+#[cfg(not(loom))]
+use crate::sync::{AtomicUsize, Condvar, Mutex, fence};
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicUsize, Ordering, fence};
 #[cfg(loom)]
 use loom::sync::{Condvar, Mutex};
 use std::sync::PoisonError;
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
-#[cfg(not(loom))]
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-#[derive(Debug)]
 pub(crate) struct Notifier {
     waiters: AtomicUsize,
     lock: Mutex<()>,

@@ -13,8 +13,9 @@
 //! which stalls the writer if any reader still holds the map.
 
 use super::StorageMap;
+use crate::sync::AtomicUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 /// A mapped segment (or a decompressed copy of one).
 pub(crate) struct SegmentMap {
