@@ -16,8 +16,7 @@
 //! `SHUTTLE_ITERATIONS` (default 10,000: half random schedules, half PCT)
 //! sets the size; `scripts/soak` runs a larger one.
 
-use crate::storage::sim::OpKind;
-use crate::storage::sim::SimStorage;
+use crate::storage::sim::{OpKind, SimStorage};
 use crate::sync::thread;
 use crate::{Compression, Durability, FileChannel, RecvError};
 use std::path::Path;
