@@ -4,9 +4,12 @@
 //! `WriteRecycled_N`, the steady state of a spool whose consumer keeps up,
 //! and 64 KiB messages for throughput.
 //!
-//! Two physical-limit rows give the ceiling on this machine: `Limit_BufWriter_512`
+//! Physical-limit rows give the ceiling on this machine: `Limit_BufWriter_512`
 //! writes the same 512-byte messages through a plain `std::fs::File` and
-//! `BufWriter` (no framing, no CRC, no index), and `Limit_MmapCrc_512` scans a
+//! `BufWriter` (no framing, no CRC, no index); `Limit_MmapFresh_N` copies
+//! N-byte records, one thread, into a fresh `fallocate`d and mapped file, as
+//! `Write_N` does (no CRC, no lock, no background prefaulting: it is what the
+//! kernel charges for new page-cache pages); and `Limit_MmapCrc_512` scans a
 //! warm, memory-mapped file of 512-byte records computing each one's CRC.
 //!
 //! Each sample gets a fresh channel in a temporary directory (under `/tmp`
@@ -142,6 +145,34 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
             start.elapsed()
         })
     });
+    for n in [16usize, 64, 512] {
+        let rec = vec![0x5Au8; n];
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_function(format!("Limit_MmapFresh_{n}"), |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(dir.path().join("plain"))
+                    .expect("create");
+                let len = (iters as usize * n).max(1);
+                rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64).expect("fallocate");
+                // SAFETY: the file is private to this benchmark and not
+                // truncated while mapped.
+                let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map");
+                let start = Instant::now();
+                for slot in map.chunks_exact_mut(n) {
+                    slot.copy_from_slice(black_box(&rec));
+                }
+                let elapsed = start.elapsed();
+                black_box(&map);
+                elapsed
+            })
+        });
+    }
+    g.throughput(Throughput::Bytes(512));
     g.bench_function("Limit_MmapCrc_512", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().expect("temp dir");
