@@ -6,7 +6,7 @@
 /// First bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"FCHANSEG";
 /// The segment format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Size of the segment header; frames start right after it.
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 64;
 /// Size of a frame header; the payload follows it.
@@ -25,12 +25,21 @@ pub(crate) const FLAG_SEAL: u8 = 0b0000_0010;
 pub(crate) const FLAG_TYPED: u8 = 0b0000_0100;
 const KNOWN_FLAGS: u8 = FLAG_PRESENT | FLAG_SEAL | FLAG_TYPED;
 
-/// The first, message-dependent part of a frame CRC.
+/// Where a frame CRC starts: the CRC of the id (u64 LE) of the segment the
+/// frame is in. Readers and the writer compute it once per segment.
+pub(crate) fn segment_seed(segment: u64) -> u32 {
+    crc32fast::hash(&segment.to_le_bytes())
+}
+
+/// A frame's CRC: over the segment id (as `seed`, from [`segment_seed`]),
+/// then `covered`, which is header bytes 4..16 followed by the payload. They
+/// lie next to each other in a segment, so readers and the writer checksum a
+/// frame in one pass.
 #[inline]
-pub(crate) fn payload_crc(payload: &[u8]) -> crc32fast::Hasher {
-    let mut h = crc32fast::Hasher::new();
-    h.update(payload);
-    h
+pub(crate) fn frame_crc(seed: u32, covered: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(seed);
+    h.update(covered);
+    h.finalize()
 }
 
 /// Rounds `n` up to the frame alignment.
@@ -47,7 +56,7 @@ pub(crate) const fn frame_len(len: u64) -> u64 {
 ///
 /// ```text
 /// 0..8    magic "FCHANSEG"
-/// 8..12   format version (u32) = 1
+/// 8..12   format version (u32) = 2
 /// 12..16  flags (u32), 0 for a plain segment
 /// 16..24  segment id (u64), the number in the file name
 /// 24..32  base_seq (u64): sequence number of the segment's first message
@@ -105,9 +114,9 @@ impl SegmentHeader {
 /// The 16 bytes in front of every payload.
 ///
 /// ```text
-/// 0..4    payload length (u32)
-/// 4..8    CRC32 of the payload, then bytes 0..4 and 8..16, then the
-///         segment id (u64) of the file the frame is in
+/// 0..4    CRC32 of the segment id (u64) of the file the frame is in, then
+///         bytes 4..16, then the payload
+/// 4..8    payload length (u32)
 /// 8       flags: bit 0 present (always 1), bit 1 seal, bit 2 typed
 /// 9..12   reserved, zero
 /// 12..16  low 32 bits of the message's sequence number (for a seal frame:
@@ -126,35 +135,30 @@ pub(crate) struct FrameHeader {
 impl FrameHeader {
     /// Builds the header for `payload`, computing its CRC.
     pub(crate) fn new(payload: &[u8], flags: u8, seq: u64, segment: u64) -> Self {
-        Self::with_payload_crc(payload_crc(payload), payload.len(), flags, seq, segment)
+        let mut h = Self::without_crc(payload.len(), flags, seq);
+        h.crc = h.compute_crc(payload, segment);
+        h
     }
 
-    /// Builds the header from a [`payload_crc`] computed earlier (senders do
-    /// that before taking the writer lock).
+    /// The header for a payload of `len` bytes with the CRC left at zero:
+    /// the writer fills it in over the frame as copied into the segment
+    /// ([`frame_crc`]).
     #[inline]
-    pub(crate) fn with_payload_crc(
-        payload_crc: crc32fast::Hasher,
-        len: usize,
-        flags: u8,
-        seq: u64,
-        segment: u64,
-    ) -> Self {
-        let mut h = FrameHeader {
+    pub(crate) fn without_crc(len: usize, flags: u8, seq: u64) -> Self {
+        FrameHeader {
             // The caller has checked the size against `max_message_size`,
             // which the builder bounds below `u32::MAX`.
             len: len as u32,
             crc: 0,
             flags: flags | FLAG_PRESENT,
             seq_lo: seq as u32,
-        };
-        h.crc = h.finish_crc(payload_crc, segment);
-        h
+        }
     }
 
     pub(crate) fn to_bytes(self) -> [u8; FRAME_HEADER_LEN as usize] {
         let mut b = [0u8; FRAME_HEADER_LEN as usize];
-        b[0..4].copy_from_slice(&self.len.to_le_bytes());
-        b[4..8].copy_from_slice(&self.crc.to_le_bytes());
+        b[0..4].copy_from_slice(&self.crc.to_le_bytes());
+        b[4..8].copy_from_slice(&self.len.to_le_bytes());
         b[8] = self.flags;
         b[12..16].copy_from_slice(&self.seq_lo.to_le_bytes());
         b
@@ -168,33 +172,24 @@ impl FrameHeader {
             return None;
         }
         Some(FrameHeader {
-            len: u32_at(b, 0),
-            crc: u32_at(b, 4),
+            crc: u32_at(b, 0),
+            len: u32_at(b, 4),
             flags,
             seq_lo: u32_at(b, 12),
         })
     }
 
-    /// The CRC this header should carry for `payload` in segment `segment`.
-    #[inline]
-    pub(crate) fn compute_crc(&self, payload: &[u8], segment: u64) -> u32 {
-        self.finish_crc(payload_crc(payload), segment)
-    }
-
-    /// The CRC covers the payload first, then length, flags, sequence number
-    /// and the id of the segment the frame is written in (which is not stored
-    /// in the frame). The expensive part can so be computed before the
-    /// sequence number is known, and a stale frame left in a recycled segment
+    /// The CRC this header should carry for `payload` in segment `segment`
+    /// (the same value as [`frame_crc`] over the frame in place; for frames
+    /// not in a segment yet). The segment id, which is not stored in the
+    /// frame, is covered so that a stale frame left in a recycled segment
     /// file never checks out in its new segment.
-    #[inline]
-    fn finish_crc(&self, mut crc: crc32fast::Hasher, segment: u64) -> u32 {
-        let mut tail = [0u8; 20];
-        tail[0..4].copy_from_slice(&self.len.to_le_bytes());
-        tail[4] = self.flags;
-        tail[8..12].copy_from_slice(&self.seq_lo.to_le_bytes());
-        tail[12..20].copy_from_slice(&segment.to_le_bytes());
-        crc.update(&tail);
-        crc.finalize()
+    pub(crate) fn compute_crc(&self, payload: &[u8], segment: u64) -> u32 {
+        let bytes = self.to_bytes();
+        let mut h = crc32fast::Hasher::new_with_initial(segment_seed(segment));
+        h.update(&bytes[4..]);
+        h.update(payload);
+        h.finalize()
     }
 
     pub(crate) fn is_seal(&self) -> bool {
@@ -327,7 +322,7 @@ mod tests {
         let b = h.to_bytes();
         let mut expected = [0u8; 64];
         expected[0..8].copy_from_slice(b"FCHANSEG");
-        expected[8] = 1;
+        expected[8] = 2;
         expected[16] = 7;
         expected[24] = 0x02;
         expected[25] = 0x01;
@@ -337,7 +332,7 @@ mod tests {
         let crc = crc32fast::hash(&expected[0..60]);
         expected[60..64].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(b, expected);
-        assert_eq!(crc, 0x457c_07ec, "segment header CRC changed: the format changed");
+        assert_eq!(crc, 0xff29_03fb, "segment header CRC changed: the format changed");
         assert_eq!(SegmentHeader::from_bytes(&b), Ok(h));
     }
 
@@ -346,13 +341,21 @@ mod tests {
         let h = FrameHeader::new(b"hello", 0, 3, 7);
         assert_eq!(
             h.to_bytes(),
-            [5, 0, 0, 0, 211, 57, 146, 137, 1, 0, 0, 0, 3, 0, 0, 0],
+            [112, 170, 24, 199, 5, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0],
             "frame header bytes changed: the format changed"
         );
         assert_eq!(FrameHeader::from_bytes(&h.to_bytes()), Some(h));
         assert_eq!(h.compute_crc(b"hello", 7), h.crc);
         assert_ne!(h.compute_crc(b"hellp", 7), h.crc);
         assert_ne!(h.compute_crc(b"hello", 8), h.crc, "the segment id is covered");
+        // In place: one pass over header bytes 4..16 and the payload, seeded
+        // with the segment id, is the same CRC as over the id and then them.
+        let mut frame = h.to_bytes().to_vec();
+        frame.extend_from_slice(b"hello");
+        assert_eq!(frame_crc(segment_seed(7), &frame[4..]), h.crc);
+        let mut plain = 7u64.to_le_bytes().to_vec();
+        plain.extend_from_slice(&frame[4..]);
+        assert_eq!(crc32fast::hash(&plain), h.crc);
         assert_eq!(h.frame_len(), 32);
     }
 
@@ -369,10 +372,10 @@ mod tests {
             base_pos: 0,
         }
         .to_bytes();
-        b[8] = 2;
+        b[8] = 1;
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::UnknownVersion(2)));
+        assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::UnknownVersion(1)));
         b[20] ^= 1;
         assert_eq!(SegmentHeader::from_bytes(&b), Err(HeaderProblem::BadChecksum));
         b[0] = b'X';

@@ -8,7 +8,7 @@
 use crate::catalog::Cursor;
 use crate::channel::Shared;
 use crate::error::{AckError, RecvError, RecvTimeoutError, TryRecvError};
-use crate::format::{SEGMENT_HEADER_LEN, segment_file_name};
+use crate::format::{SEGMENT_HEADER_LEN, segment_file_name, segment_seed};
 use crate::segment::read_frame;
 use crate::storage::{Fs, SegmentMap, Storage};
 use std::collections::VecDeque;
@@ -26,6 +26,8 @@ pub struct Receiver<S: Storage = Fs> {
     shared: Arc<Shared<S>>,
     cursor: Arc<Cursor>,
     seg_id: u64,
+    /// [`segment_seed`] of `seg_id`: where its frame CRCs start.
+    seed: u32,
     map: Arc<SegmentMap>,
     pos: usize,
     /// Sequence number of the next message.
@@ -144,6 +146,7 @@ impl<S: Storage> Receiver<S> {
             shared,
             cursor,
             seg_id,
+            seed: segment_seed(seg_id),
             map,
             pos: SEGMENT_HEADER_LEN as usize,
             seq,
@@ -167,7 +170,7 @@ impl<S: Storage> Receiver<S> {
             self.enter(self.seg_id)?;
         }
         loop {
-            let frame = match read_frame(&self.map, self.seg_id, self.pos, self.seq) {
+            let frame = match read_frame(&self.map, self.seed, self.pos, self.seq) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(None),
                 Err(reason) => {
@@ -240,6 +243,7 @@ impl<S: Storage> Receiver<S> {
         }
         self.map = entered.map;
         self.seg_id = id;
+        self.seed = segment_seed(id);
         self.pos = SEGMENT_HEADER_LEN as usize;
         self.seq = base;
         self.needs_enter = false;

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::format::{
     FLAG_SEAL, FORMAT_VERSION, FRAME_HEADER_LEN, FrameHeader, HeaderProblem, SEGMENT_HEADER_LEN, SegmentHeader,
     compressed_file_name, parse_compressed_file_name, parse_compressing_file_name, parse_segment_file_name,
-    parse_spare_file_name, segment_file_name,
+    parse_spare_file_name, segment_file_name, segment_seed,
 };
 use crate::segment::{SegMeta, read_frame};
 use crate::storage::{MapWriter, SegmentMap, Storage, StorageFile};
@@ -351,7 +351,7 @@ fn holds_no_valid_frame<F: StorageFile>(file: &F, id: u64, base_seq: u64) -> boo
     let Ok(len) = file.len() else { return false };
     let Ok(map) = file.map(len, false) else { return false };
     let map = SegmentMap::sealed(map);
-    !matches!(read_frame(&map, id, SEGMENT_HEADER_LEN as usize, base_seq), Ok(Some(f)) if !f.header.is_seal())
+    !matches!(read_frame(&map, segment_seed(id), SEGMENT_HEADER_LEN as usize, base_seq), Ok(Some(f)) if !f.header.is_seal())
 }
 
 /// Whether the place of the first frame is empty (all zero or past the end):
@@ -460,7 +460,8 @@ fn reopen_newest<F: StorageFile>(file: &F, path: &Path, id: u64, meta: SegMeta) 
 fn scan(map: &SegmentMap, id: u64, base_seq: u64) -> (usize, u64, bool) {
     let mut pos = SEGMENT_HEADER_LEN as usize;
     let mut seq = base_seq;
-    while let Ok(Some(frame)) = read_frame(map, id, pos, seq) {
+    let seed = segment_seed(id);
+    while let Ok(Some(frame)) = read_frame(map, seed, pos, seq) {
         if frame.header.is_seal() {
             return (pos, seq, true);
         }

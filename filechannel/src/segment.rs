@@ -1,6 +1,6 @@
 //! Reading frames out of a mapped segment, shared by receivers and recovery.
 
-use crate::format::{FRAME_HEADER_LEN, FrameHeader};
+use crate::format::{FRAME_HEADER_LEN, FrameHeader, frame_crc};
 use crate::storage::SegmentMap;
 
 /// What the channel keeps in memory about a retained segment.
@@ -24,12 +24,13 @@ pub(crate) struct Frame {
     pub next: usize,
 }
 
-/// Reads and checks the frame at `pos` of segment `segment`, which should
-/// carry sequence number `seq`. `Ok(None)` when the bytes there are not
+/// Reads and checks the frame at `pos` of the segment whose
+/// [`segment_seed`](crate::format::segment_seed) is `seed`; it should carry
+/// sequence number `seq`. `Ok(None)` when the bytes there are not
 /// published yet (or the map ends). `Err(reason)` when they are, but are not
 /// a valid frame.
 #[inline]
-pub(crate) fn read_frame(map: &SegmentMap, segment: u64, pos: usize, seq: u64) -> Result<Option<Frame>, &'static str> {
+pub(crate) fn read_frame(map: &SegmentMap, seed: u32, pos: usize, seq: u64) -> Result<Option<Frame>, &'static str> {
     // One look at the published mark; everything below is plain slicing.
     let bytes = map.published_bytes();
     let Some(hdr) = bytes.get(pos..pos + FRAME_HEADER_LEN as usize) else {
@@ -48,8 +49,9 @@ pub(crate) fn read_frame(map: &SegmentMap, segment: u64, pos: usize, seq: u64) -
     // The writer publishes whole frames (padding included), so a frame
     // running past what is published runs past the file: damaged.
     let next = pos + header.frame_len() as usize;
-    let Some(payload) = bytes
-        .get(payload_at..payload_at + header.len as usize)
+    // Header bytes 4..16 and the payload: what the CRC covers, in one pass.
+    let Some(covered) = bytes
+        .get(pos + 4..payload_at + header.len as usize)
         .filter(|_| next <= bytes.len())
     else {
         return Err("frame length runs past the end of the segment");
@@ -57,7 +59,7 @@ pub(crate) fn read_frame(map: &SegmentMap, segment: u64, pos: usize, seq: u64) -
     if header.seq_lo != seq as u32 {
         return Err("frame is out of sequence (a stale or misplaced frame)");
     }
-    if header.compute_crc(payload, segment) != header.crc {
+    if frame_crc(seed, covered) != header.crc {
         return Err("checksum mismatch");
     }
     Ok(Some(Frame {

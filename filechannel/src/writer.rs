@@ -15,6 +15,8 @@ use std::sync::{Arc, PoisonError};
 /// The writer's state, guarded by `Shared::writer`.
 pub(crate) struct Writer<S: Storage> {
     pub id: u64,
+    /// [`format::segment_seed`] of `id`.
+    pub seed: u32,
     pub file: Arc<S::File>,
     pub map: MapWriter,
     pub next_seq: u64,
@@ -34,6 +36,7 @@ impl<S: Storage> Writer<S> {
     pub(crate) fn new(active: Active<S>, base_pos: u64) -> Self {
         Writer {
             id: active.id,
+            seed: format::segment_seed(active.id),
             file: active.file,
             map: active.writer,
             next_seq: active.next_seq,
@@ -67,8 +70,6 @@ impl<S: Storage> Shared<S> {
         if msg.len() > max {
             return Err(SendError::TooLarge { size: msg.len(), max });
         }
-        // The CRC of the payload needs no lock.
-        let crc = format::payload_crc(msg);
         let frame_len = format::frame_len(msg.len() as u64);
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if w.closed {
@@ -81,8 +82,16 @@ impl<S: Storage> Shared<S> {
             self.rotate(&mut w, msg.len() as u64)?;
         }
         let seq = w.next_seq;
-        let header = FrameHeader::with_payload_crc(crc, msg.len(), flags, seq, w.id).to_bytes();
-        if !w.map.append(&[&header, msg], frame_len as usize) {
+        let header = FrameHeader::without_crc(msg.len(), flags, seq).to_bytes();
+        let seed = w.seed;
+        // The CRC is computed over the frame as copied into the map, where
+        // header and payload lie next to each other: one pass, over bytes
+        // that are in the cache.
+        let fill_crc = |frame: &mut [u8]| {
+            let crc = format::frame_crc(seed, &frame[4..]);
+            frame[0..4].copy_from_slice(&crc.to_le_bytes());
+        };
+        if !w.map.append_with(&[&header, msg], frame_len as usize, fill_crc) {
             // `fits` (or the fresh segment's capacity) guarantees room.
             let e = std::io::Error::other("segment map too short for a frame that was checked to fit");
             return Err(self.poison_with(&w, e));
@@ -136,6 +145,7 @@ impl<S: Storage> Shared<S> {
         // `fits` kept room for the seal.
         let _ = old.append(&[&seal], FRAME_HEADER_LEN as usize);
         w.id = new_id;
+        w.seed = format::segment_seed(new_id);
         w.base_pos = seal_pos;
         if sync {
             // Everything in the old segment becomes visible only once durable.

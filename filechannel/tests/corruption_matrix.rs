@@ -147,7 +147,7 @@ fn every_bit_flip_in_the_first_four_frames_of_a_middle_segment_is_caught_or_harm
     let bytes = &base[middle];
     let mut end = 64usize;
     for _ in 0..4 {
-        let len = u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(bytes[end + 4..end + 8].try_into().unwrap()) as usize;
         end += 16 + len.div_ceil(16) * 16;
     }
     let dir = scratch();

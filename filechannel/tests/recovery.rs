@@ -168,7 +168,7 @@ fn unknown_format_version_fails_open_with_unsupported_version() {
             supported,
             path,
         } => {
-            assert_eq!((version, supported), (9, 1));
+            assert_eq!((version, supported), (9, 2));
             assert_eq!(path, seg);
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
@@ -257,7 +257,7 @@ fn newest_segment(dir: &Path) -> (std::path::PathBuf, u64) {
 fn segment_header(id: u64, base_seq: u64, base_pos: u64) -> [u8; 64] {
     let mut header = [0u8; 64];
     header[0..8].copy_from_slice(b"FCHANSEG");
-    header[8] = 1;
+    header[8] = 2;
     header[16..24].copy_from_slice(&id.to_le_bytes());
     header[24..32].copy_from_slice(&base_seq.to_le_bytes());
     header[32..40].copy_from_slice(&base_pos.to_le_bytes());

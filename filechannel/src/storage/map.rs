@@ -150,6 +150,14 @@ impl MapWriter {
     /// already). Returns `false`, writing nothing, when the map is too short.
     #[inline]
     pub(crate) fn append(&mut self, parts: &[&[u8]], advance: usize) -> bool {
+        self.append_with(parts, advance, |_| {})
+    }
+
+    /// As [`append`](Self::append), and before moving the position on,
+    /// hands `finish` the bytes just copied to complete in place (the writer
+    /// fills in a CRC computed over them).
+    #[inline]
+    pub(crate) fn append_with(&mut self, parts: &[&[u8]], advance: usize, finish: impl FnOnce(&mut [u8])) -> bool {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total > advance || advance > self.remaining() {
             return false;
@@ -168,6 +176,12 @@ impl MapWriter {
             }
             at += part.len();
         }
+        // SAFETY: `[pos, pos + total)` is inside the region and was just
+        // written; it lies at or above `published`, so no reader holds a
+        // slice of it, and `&mut self` (the map's only writer) keeps any
+        // other write out while `finish` runs.
+        let written = unsafe { std::slice::from_raw_parts_mut(self.map.ptr.add(self.pos), total) };
+        finish(written);
         self.pos += advance;
         true
     }
