@@ -14,13 +14,33 @@
 //!
 //! Each sample gets a fresh channel in a temporary directory (under `/tmp`
 //! unless `TMPDIR` says otherwise); setup and teardown are not timed.
+//!
+//! Every channel-shape sample moves at least 64 MiB of payload (one
+//! segment's worth; 4 M messages at 16 B) and reports its time scaled to
+//! the iterations criterion asked for. Left to itself, criterion sizes
+//! samples from a warm-up dominated by a fresh channel's first page faults
+//! and ends up with samples of ~0.3 M messages, which measure start-up more
+//! than sending; the Go benchmark's `b.N` runs are long too.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use filechannel::{FileChannel, Receiver};
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SIZES: [usize; 5] = [16, 64, 512, 4096, 65536];
+
+/// Payload every channel-shape sample moves at least.
+const MIN_SAMPLE_BYTES: u64 = 64 << 20;
+
+/// How many messages of `size` bytes a sample asked for `iters` sends.
+fn sample_len(iters: u64, size: usize) -> u64 {
+    iters.max(MIN_SAMPLE_BYTES / size.max(1) as u64)
+}
+
+/// `elapsed` for `ran` messages, scaled to `iters` of them.
+fn scaled(elapsed: Duration, ran: u64, iters: u64) -> Duration {
+    elapsed.mul_f64(iters as f64 / ran as f64)
+}
 
 fn channel() -> (tempfile::TempDir, FileChannel) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -51,14 +71,15 @@ fn byte_benches(c: &mut Criterion) {
 
         g.bench_function(format!("Write_{n}"), |b| {
             b.iter_custom(|iters| {
+                let ran = sample_len(iters, n);
                 let (_dir, ch) = channel();
                 let tx = ch.tx();
                 let start = Instant::now();
-                for _ in 0..iters {
+                for _ in 0..ran {
                     tx.send(black_box(&msg)).expect("send");
                 }
                 tx.flush().expect("flush");
-                start.elapsed()
+                scaled(start.elapsed(), ran, iters)
             })
         });
 
@@ -71,56 +92,60 @@ fn byte_benches(c: &mut Criterion) {
             let (_dir, ch) = channel();
             let mut rx = ch.rx();
             b.iter_custom(|iters| {
+                let ran = sample_len(iters, n);
                 let tx = ch.tx();
                 let start = Instant::now();
-                for _ in 0..iters {
+                for _ in 0..ran {
                     tx.send(black_box(&msg)).expect("send");
                 }
                 tx.flush().expect("flush");
                 let elapsed = start.elapsed();
-                read_n(&mut rx, iters);
-                elapsed
+                read_n(&mut rx, ran);
+                scaled(elapsed, ran, iters)
             })
         });
 
         g.bench_function(format!("Read_{n}"), |b| {
             b.iter_custom(|iters| {
+                let ran = sample_len(iters, n);
                 let (_dir, ch) = channel();
                 let mut rx = ch.rx();
-                fill(&ch, &msg, iters);
+                fill(&ch, &msg, ran);
                 let start = Instant::now();
-                read_n(&mut rx, iters);
-                start.elapsed()
+                read_n(&mut rx, ran);
+                scaled(start.elapsed(), ran, iters)
             })
         });
 
         g.bench_function(format!("ReadWrite_{n}"), |b| {
             b.iter_custom(|iters| {
+                let ran = sample_len(iters, n);
                 let (_dir, ch) = channel();
                 let mut rx = ch.rx();
                 let start = Instant::now();
-                fill(&ch, &msg, iters);
-                read_n(&mut rx, iters);
-                start.elapsed()
+                fill(&ch, &msg, ran);
+                read_n(&mut rx, ran);
+                scaled(start.elapsed(), ran, iters)
             })
         });
 
         g.bench_function(format!("ParallelRead_{n}"), |b| {
             b.iter_custom(|iters| {
+                let ran = sample_len(iters, n);
                 let (_dir, ch) = channel();
                 let readers = 2u64;
                 let mut rxs: Vec<Receiver> = (0..readers).map(|_| ch.rx()).collect();
-                fill(&ch, &msg, iters);
-                // As in the Go benchmark, `iters` reads in all, shared out
+                fill(&ch, &msg, ran);
+                // As in the Go benchmark, `ran` reads in all, shared out
                 // among the readers, each with its own receiver.
-                let per = iters.div_ceil(readers);
+                let per = ran.div_ceil(readers);
                 let start = Instant::now();
                 std::thread::scope(|s| {
                     for rx in &mut rxs {
                         s.spawn(move || read_n(rx, per));
                     }
                 });
-                start.elapsed()
+                scaled(start.elapsed(), ran, iters)
             })
         });
     }
