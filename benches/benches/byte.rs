@@ -24,23 +24,11 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use filechannel::{FileChannel, Receiver};
+use filechannel_benches::{sample_len, scaled};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SIZES: [usize; 5] = [16, 64, 512, 4096, 65536];
-
-/// Payload every channel-shape sample moves at least.
-const MIN_SAMPLE_BYTES: u64 = 64 << 20;
-
-/// How many messages of `size` bytes a sample asked for `iters` sends.
-fn sample_len(iters: u64, size: usize) -> u64 {
-    iters.max(MIN_SAMPLE_BYTES / size.max(1) as u64)
-}
-
-/// `elapsed` for `ran` messages, scaled to `iters` of them.
-fn scaled(elapsed: Duration, ran: u64, iters: u64) -> Duration {
-    elapsed.mul_f64(iters as f64 / ran as f64)
-}
 
 fn channel() -> (tempfile::TempDir, FileChannel) {
     let dir = tempfile::tempdir().expect("temp dir");

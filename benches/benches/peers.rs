@@ -13,21 +13,33 @@
 //! - `peer/commitlog/...`: `commitlog`, appending, and reading back in
 //!   batches of up to 64 KiB (`flush` at the end of writing).
 //!
+//! filechannel and commitlog, the two within 2x of each other, get long
+//! samples: each moves at least 64 MiB of payload (4 M messages at 16 B) and
+//! reports its time scaled to criterion's iteration count, as the byte
+//! bench does (criterion left to itself picks samples short enough to
+//! measure start-up). queue-file and yaque, 10-100x slower, keep criterion's
+//! own sample sizes: 64 MiB samples of them would take minutes each.
+//!
 //! Behind the bench crate's `peers` feature:
 //! `cargo bench -p filechannel-benches --features peers --bench peers`.
 
 use commitlog::message::MessageSet;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
 use filechannel::{Durability, FileChannel};
+use filechannel_benches::{sample_len, scaled};
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SIZES: [usize; 3] = [16, 64, 512];
 
 /// One peer's operations, each on a fresh directory.
 trait Peer {
     const NAME: &'static str;
+    /// Whether every sample moves at least
+    /// [`MIN_SAMPLE_BYTES`](filechannel_benches::MIN_SAMPLE_BYTES) of
+    /// payload (see the module docs).
+    const LONG_SAMPLES: bool = false;
     fn open(dir: &Path) -> Self;
     fn write(&mut self, msg: &[u8], n: u64);
     fn read(&mut self, n: u64);
@@ -36,6 +48,7 @@ trait Peer {
 struct Fc(FileChannel, filechannel::Receiver);
 impl Peer for Fc {
     const NAME: &'static str = "filechannel";
+    const LONG_SAMPLES: bool = true;
     fn open(dir: &Path) -> Self {
         let ch = FileChannel::open(dir).expect("open");
         let rx = ch.rx();
@@ -137,6 +150,7 @@ impl Peer for Yq {
 struct Cl(commitlog::CommitLog, u64);
 impl Peer for Cl {
     const NAME: &'static str = "commitlog";
+    const LONG_SAMPLES: bool = true;
     fn open(dir: &Path) -> Self {
         Cl(
             commitlog::CommitLog::new(commitlog::LogOptions::new(dir.join("log"))).expect("open"),
@@ -164,40 +178,48 @@ impl Peer for Cl {
     }
 }
 
+/// Runs `op` on a fresh peer for a sample of `iters` messages of `size`
+/// bytes (more for a peer with long samples) and returns the time it took,
+/// scaled to `iters`. `setup` runs untimed first.
+fn sample<P: Peer>(iters: u64, size: usize, setup: impl Fn(&mut P, u64), op: impl Fn(&mut P, u64)) -> Duration {
+    let ran = if P::LONG_SAMPLES {
+        sample_len(iters, size)
+    } else {
+        iters
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let mut p = P::open(dir.path());
+    setup(&mut p, ran);
+    let start = Instant::now();
+    op(&mut p, ran);
+    scaled(start.elapsed(), ran, iters)
+}
+
 fn shapes<P: Peer>(g: &mut BenchmarkGroup<'_, WallTime>, read: bool) {
     for n in SIZES {
         let msg = vec![0x5Au8; n];
+        let msg = &msg[..];
         g.throughput(Throughput::Bytes(n as u64));
         g.bench_function(format!("{}/Write_{n}", P::NAME), |b| {
-            b.iter_custom(|iters| {
-                let dir = tempfile::tempdir().expect("dir");
-                let mut p = P::open(dir.path());
-                let start = Instant::now();
-                p.write(&msg, iters);
-                start.elapsed()
-            })
+            b.iter_custom(|iters| sample::<P>(iters, n, |_, _| {}, |p, k| p.write(msg, k)))
         });
         if !read {
             continue;
         }
         g.bench_function(format!("{}/Read_{n}", P::NAME), |b| {
-            b.iter_custom(|iters| {
-                let dir = tempfile::tempdir().expect("dir");
-                let mut p = P::open(dir.path());
-                p.write(&msg, iters);
-                let start = Instant::now();
-                p.read(iters);
-                start.elapsed()
-            })
+            b.iter_custom(|iters| sample::<P>(iters, n, |p, k| p.write(msg, k), |p, k| p.read(k)))
         });
         g.bench_function(format!("{}/ReadWrite_{n}", P::NAME), |b| {
             b.iter_custom(|iters| {
-                let dir = tempfile::tempdir().expect("dir");
-                let mut p = P::open(dir.path());
-                let start = Instant::now();
-                p.write(&msg, iters);
-                p.read(iters);
-                start.elapsed()
+                sample::<P>(
+                    iters,
+                    n,
+                    |_, _| {},
+                    |p, k| {
+                        p.write(msg, k);
+                        p.read(k);
+                    },
+                )
             })
         });
     }
