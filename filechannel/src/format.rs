@@ -31,14 +31,20 @@ pub(crate) fn segment_seed(segment: u64) -> u32 {
     crc32fast::hash(&segment.to_le_bytes())
 }
 
+/// Where the bytes a frame's CRC covers start: right after the CRC, which
+/// is the frame's first 4 bytes.
+pub(crate) const CRC_COVERED_FROM: usize = 4;
+
 /// A frame's CRC: over the segment id (as `seed`, from [`segment_seed`]),
-/// then `covered`, which is header bytes 4..16 followed by the payload. They
-/// lie next to each other in a segment, so readers and the writer checksum a
-/// frame in one pass.
+/// then `parts` in order: header bytes [`CRC_COVERED_FROM`]..16, then the
+/// payload. In a segment they lie next to each other, so readers and the
+/// writer pass one slice and checksum a frame in one pass.
 #[inline]
-pub(crate) fn frame_crc(seed: u32, covered: &[u8]) -> u32 {
+pub(crate) fn frame_crc(seed: u32, parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new_with_initial(seed);
-    h.update(covered);
+    for part in parts {
+        h.update(part);
+    }
     h.finalize()
 }
 
@@ -185,11 +191,7 @@ impl FrameHeader {
     /// frame, is covered so that a stale frame left in a recycled segment
     /// file never checks out in its new segment.
     pub(crate) fn compute_crc(&self, payload: &[u8], segment: u64) -> u32 {
-        let bytes = self.to_bytes();
-        let mut h = crc32fast::Hasher::new_with_initial(segment_seed(segment));
-        h.update(&bytes[4..]);
-        h.update(payload);
-        h.finalize()
+        frame_crc(segment_seed(segment), &[&self.to_bytes()[CRC_COVERED_FROM..], payload])
     }
 
     pub(crate) fn is_seal(&self) -> bool {
@@ -352,7 +354,7 @@ mod tests {
         // with the segment id, is the same CRC as over the id and then them.
         let mut frame = h.to_bytes().to_vec();
         frame.extend_from_slice(b"hello");
-        assert_eq!(frame_crc(segment_seed(7), &frame[4..]), h.crc);
+        assert_eq!(frame_crc(segment_seed(7), &[&frame[CRC_COVERED_FROM..]]), h.crc);
         let mut plain = 7u64.to_le_bytes().to_vec();
         plain.extend_from_slice(&frame[4..]);
         assert_eq!(crc32fast::hash(&plain), h.crc);

@@ -1,6 +1,6 @@
 //! Reading frames out of a mapped segment, shared by receivers and recovery.
 
-use crate::format::{FRAME_HEADER_LEN, FrameHeader, frame_crc};
+use crate::format::{CRC_COVERED_FROM, FRAME_HEADER_LEN, FrameHeader, frame_crc};
 use crate::storage::SegmentMap;
 
 /// What the channel keeps in memory about a retained segment.
@@ -49,9 +49,10 @@ pub(crate) fn read_frame(map: &SegmentMap, seed: u32, pos: usize, seq: u64) -> R
     // The writer publishes whole frames (padding included), so a frame
     // running past what is published runs past the file: damaged.
     let next = pos + header.frame_len() as usize;
-    // Header bytes 4..16 and the payload: what the CRC covers, in one pass.
+    // The rest of the header and the payload: what the CRC covers, in one
+    // pass.
     let Some(covered) = bytes
-        .get(pos + 4..payload_at + header.len as usize)
+        .get(pos + CRC_COVERED_FROM..payload_at + header.len as usize)
         .filter(|_| next <= bytes.len())
     else {
         return Err("frame length runs past the end of the segment");
@@ -59,7 +60,7 @@ pub(crate) fn read_frame(map: &SegmentMap, seed: u32, pos: usize, seq: u64) -> R
     if header.seq_lo != seq as u32 {
         return Err("frame is out of sequence (a stale or misplaced frame)");
     }
-    if frame_crc(seed, covered) != header.crc {
+    if frame_crc(seed, &[covered]) != header.crc {
         return Err("checksum mismatch");
     }
     Ok(Some(Frame {

@@ -88,8 +88,8 @@ impl<S: Storage> Shared<S> {
         // header and payload lie next to each other: one pass, over bytes
         // that are in the cache.
         let fill_crc = |frame: &mut [u8]| {
-            let crc = format::frame_crc(seed, &frame[4..]);
-            frame[0..4].copy_from_slice(&crc.to_le_bytes());
+            let crc = format::frame_crc(seed, &[&frame[format::CRC_COVERED_FROM..]]);
+            frame[..format::CRC_COVERED_FROM].copy_from_slice(&crc.to_le_bytes());
         };
         if !w.map.append_with(&[&header, msg], frame_len as usize, fill_crc) {
             // `fits` (or the fresh segment's capacity) guarantees room.
