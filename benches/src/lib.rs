@@ -1,5 +1,6 @@
 //! Benchmarks live in `benches/`; this library holds what they share: one
-//! criterion configuration for every bench.
+//! criterion configuration for every bench, and the long samples of the
+//! byte and peers benches.
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
