@@ -91,10 +91,15 @@ pub(crate) struct Flusher {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// How far ahead of the writer the flusher faults in pages.
+/// How far ahead of the writer the flusher prepares pages: zero-fills them
+/// through the file or, in `Sync` mode, faults them in.
 const PREFAULT_WINDOW: usize = 8 << 20;
-/// How much it faults in at a time, between its other duties.
+/// How much it faults in at a time in `Sync` mode, between its other duties.
 const PREFAULT_STEP: usize = 256 << 10;
+/// How much it zero-fills at a time in the other modes (large writes let the
+/// kernel use large folios; the writer waits for a fill in progress when it
+/// catches up).
+const FILL_STEP: usize = 1 << 20;
 
 /// A durable channel of byte messages in a directory.
 ///
@@ -461,9 +466,9 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             sh.notify.notify_all();
             notified_seq = seq;
         }
-        // Faulting pages in ahead of the writer takes the kernel's page
-        // allocation off the send path. No lock is taken here that senders
-        // take on every send.
+        // Zero-filling and faulting pages in ahead of the writer takes the
+        // kernel's page allocation off the send path. No lock is taken here
+        // that senders take on every send.
         let seg = sh.flusher.active_seg.load(Ordering::Acquire);
         if active.as_ref().is_none_or(|(id, _)| *id != seg) {
             let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
@@ -477,13 +482,19 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         let mut behind = false;
         if let Some((_, map)) = &active {
             let pos = map.published();
-            prefaulted = prefaulted.max(pos);
             let want = (pos + PREFAULT_WINDOW).min(map.len());
-            if prefaulted < want {
-                let step = (want - prefaulted).min(PREFAULT_STEP);
-                map.prefault_write(prefaulted, step);
-                prefaulted += step;
-                behind = prefaulted < want;
+            if sh.is_sync() {
+                // Zero-filled pages are dirty: every group commit's fsync
+                // would write them out ahead of the data. Only fault in.
+                prefaulted = prefaulted.max(pos);
+                if prefaulted < want {
+                    let step = (want - prefaulted).min(PREFAULT_STEP);
+                    map.prefault_write(prefaulted, step);
+                    prefaulted += step;
+                    behind = prefaulted < want;
+                }
+            } else {
+                behind = map.prepare_ahead(want, FILL_STEP);
             }
         }
         let written = sh.written_seq.load(Ordering::Acquire);

@@ -144,6 +144,8 @@ impl<S: Storage> Shared<S> {
         let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq, w.id).to_bytes();
         // `fits` kept room for the seal.
         let _ = old.append(&[&seal], FRAME_HEADER_LEN as usize);
+        // Nothing is written after the seal: the flusher stops filling.
+        old.claim_all();
         w.id = new_id;
         w.seed = format::segment_seed(new_id);
         w.base_pos = seal_pos;

@@ -26,6 +26,10 @@ pub struct FsLock {
 #[derive(Debug)]
 pub struct FsMap {
     map: memmap2::MmapRaw,
+    /// For writable maps, the file, which [`StorageMap::prepare_write`]
+    /// writes zeros to (none if the descriptor could not be duplicated: the
+    /// writer then faults pages in).
+    file: Option<File>,
     /// (device, inode) of the mapped file, for [`MAPPED`].
     key: (u64, u64),
 }
@@ -196,23 +200,38 @@ impl StorageFile for FsFile {
         opts.len(len);
         let meta = self.0.metadata()?;
         let key = (meta.dev(), meta.ino());
-        let map = if writable {
-            opts.map_raw(&self.0)?
+        let (map, file) = if writable {
+            (opts.map_raw(&self.0)?, self.0.try_clone().ok())
         } else {
-            opts.map_raw_read_only(&self.0)?
+            (opts.map_raw_read_only(&self.0)?, None)
         };
         *mapped().entry(key).or_insert(0) += 1;
-        Ok(FsMap { map, key })
+        Ok(FsMap { map, file, key })
     }
 }
 
+/// Zeros to write from: in `.bss`, so every page of it is the kernel's
+/// shared zero page.
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+/// Writes `len` zero bytes at `offset`, in as few `pwritev(2)` calls as the
+/// kernel allows (large writes let it fill the page cache with large folios).
 fn write_zeros(file: &File, mut offset: u64, len: u64) -> io::Result<()> {
-    let zeros = vec![0u8; 1 << 16];
     let end = offset + len;
     while offset < end {
-        let n = (end - offset).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], offset)?;
-        offset += n as u64;
+        let left = end - offset;
+        let bufs: Vec<std::io::IoSlice<'_>> = (0..left.div_ceil(ZEROS.len() as u64).min(64))
+            .map(|i| {
+                let n = (left - i * ZEROS.len() as u64).min(ZEROS.len() as u64) as usize;
+                std::io::IoSlice::new(&ZEROS[..n])
+            })
+            .collect();
+        match rustix::io::pwritev(file, &bufs, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => offset += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -237,6 +256,18 @@ unsafe impl StorageMap for FsMap {
 
     fn prefault_read(&self, offset: usize, len: usize) {
         self.populate(offset, len, rustix::mm::Advice::LinuxPopulateRead);
+    }
+
+    unsafe fn prepare_write(&self, offset: usize, len: usize) {
+        let end = offset.saturating_add(len).min(self.map.len());
+        if let Some(file) = &self.file
+            && end > offset
+        {
+            // A failed fill is harmless (the range held zeros or stale bytes
+            // and still does, or zeros in part): the writer then takes page
+            // faults instead, as without this step.
+            let _ = write_zeros(file, offset as u64, (end - offset) as u64);
+        }
     }
 }
 

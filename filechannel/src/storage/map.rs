@@ -6,6 +6,12 @@
 //! only the single [`MapWriter`] writes, always at or above the mark. Readers
 //! get slices of published bytes only, so a slice never overlaps a write.
 //!
+//! A second rule keeps the flusher's zero-filling (see
+//! [`SegmentMap::prepare_ahead`]) apart from the writer: the writer writes
+//! only below the map's `granted` frontier, and the flusher writes only above
+//! it, while it holds the frontier's `FILLING` bit. Both move the frontier
+//! up, never down.
+//!
 //! A receiver reading the active segment maps the file read-only itself and
 //! follows the writer's mark (the two maps share the page cache). Keeping
 //! readers off the writable map matters: the kernel write-protects a writable
@@ -26,6 +32,9 @@ pub(crate) struct SegmentMap {
     /// Bytes below this are final. Shared between the writer's map and the
     /// maps that follow it.
     published: Arc<AtomicUsize>,
+    /// The writer may write below this; the flusher zero-fills above it, with
+    /// [`FILLING`] set while it does. `len` for maps nobody writes.
+    granted: AtomicUsize,
     /// Keeps the region alive.
     owner: Box<dyn StorageMap>,
 }
@@ -52,14 +61,28 @@ impl std::fmt::Debug for SegmentMap {
 pub(crate) struct MapWriter {
     map: Arc<SegmentMap>,
     pos: usize,
+    /// The last `granted` frontier this writer saw (without [`FILLING`]):
+    /// appends below it need no synchronisation with the flusher.
+    granted: usize,
 }
 
+/// Set in `granted` while the flusher zero-fills the bytes above it.
+/// Segments are far smaller than `usize::MAX / 2`, so the bit is free.
+const FILLING: usize = 1 << (usize::BITS - 1);
+
+/// How much the writer zero-fills at a time when it has caught up with the
+/// flusher (or the flusher has not started on a new segment yet): enough to
+/// make the syscall worth it, little enough to keep the send that does it
+/// short (~10 µs).
+const WRITER_FILL_STEP: usize = 64 << 10;
+
 impl SegmentMap {
-    fn new(owner: Box<dyn StorageMap>, published: Arc<AtomicUsize>) -> Self {
+    fn new(owner: Box<dyn StorageMap>, published: Arc<AtomicUsize>, granted: usize) -> Self {
         SegmentMap {
             ptr: owner.as_ptr(),
             len: owner.len(),
             published,
+            granted: AtomicUsize::new(granted),
             owner,
         }
     }
@@ -67,23 +90,29 @@ impl SegmentMap {
     /// A map whose bytes are all final (a sealed segment).
     pub(crate) fn sealed(owner: impl StorageMap) -> Arc<Self> {
         let len = owner.len();
-        Arc::new(Self::new(Box::new(owner), Arc::new(AtomicUsize::new(len))))
+        Arc::new(Self::new(Box::new(owner), Arc::new(AtomicUsize::new(len)), len))
     }
 
     /// A read-only map of the file `leader` maps, whose published mark it
     /// shares. The caller must pass a map of that same file.
     pub(crate) fn follower(owner: impl StorageMap, leader: &SegmentMap) -> Arc<Self> {
-        Arc::new(Self::new(Box::new(owner), Arc::clone(&leader.published)))
+        let len = owner.len();
+        Arc::new(Self::new(Box::new(owner), Arc::clone(&leader.published), len))
     }
 
     /// A writable map whose first `published` bytes are final; returns the
     /// shared map and its only writer, positioned at `published`.
     pub(crate) fn writable(owner: impl StorageMap, published: usize) -> (Arc<Self>, MapWriter) {
         let published = published.min(owner.len());
-        let shared = Arc::new(Self::new(Box::new(owner), Arc::new(AtomicUsize::new(published))));
+        let shared = Arc::new(Self::new(
+            Box::new(owner),
+            Arc::new(AtomicUsize::new(published)),
+            published,
+        ));
         let writer = MapWriter {
             map: Arc::clone(&shared),
             pos: published,
+            granted: published,
         };
         (shared, writer)
     }
@@ -130,6 +159,48 @@ impl SegmentMap {
             self.owner.prefault_read(offset, end - offset);
         }
     }
+
+    /// The flusher's step ahead of the writer: zero-fills (through the
+    /// file, see [`StorageMap::prepare_write`]) up to `step` bytes above the
+    /// writer's frontier, unless the frontier is at `until` already. Returns
+    /// whether there is more to do before `until`.
+    pub(crate) fn prepare_ahead(&self, until: usize, step: usize) -> bool {
+        let until = until.min(self.len);
+        let from = self.granted.load(Ordering::Acquire);
+        if from & FILLING != 0 {
+            // The writer is filling: it has caught up. Go on right after.
+            crate::sync::thread::yield_now();
+            return true;
+        }
+        if from >= until {
+            return false;
+        }
+        let to = from.saturating_add(step).min(until);
+        // A failed fill means the writer moved the frontier: go on from there.
+        !self.fill(from, to) || to < until
+    }
+
+    /// Zero-fills `[from, to)` and moves the frontier from `from` to `to`,
+    /// if the frontier is at `from` and nobody is filling; returns whether it
+    /// did.
+    fn fill(&self, from: usize, to: usize) -> bool {
+        if self
+            .granted
+            .compare_exchange(from, from | FILLING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: `[from, to)` lies inside the region (`to <= len`) and above
+        // the frontier, which nobody else passes or fills while `FILLING` is
+        // set, so nothing writes it; it is above `published` too (published
+        // <= the writer's position <= the frontier), so no reader holds a
+        // slice of it. It holds zeros or (in a recycled segment) stale bytes
+        // past every frame: zeroing it changes nothing anyone reads.
+        unsafe { self.owner.prepare_write(from, to - from) };
+        self.granted.store(to, Ordering::Release);
+        true
+    }
 }
 
 impl MapWriter {
@@ -162,13 +233,17 @@ impl MapWriter {
         if total > advance || advance > self.remaining() {
             return false;
         }
+        if self.pos + advance > self.granted {
+            self.claim(self.pos + advance);
+        }
         let mut at = self.pos;
         for part in parts {
             // SAFETY: `at + part.len() <= pos + advance <= len`, so the
             // destination is inside the region, which is writable (only
             // `writable` creates a `MapWriter`, from a writable map). It lies
             // at or above `pos`, which is at or above `published`, so no
-            // reader holds a slice of it, and this is the map's only writer;
+            // reader holds a slice of it; it is below `granted`, so the
+            // flusher does not fill it; and this is the map's only writer;
             // `part` is our caller's memory, which cannot overlap the map's
             // unpublished bytes.
             unsafe {
@@ -184,6 +259,60 @@ impl MapWriter {
         finish(written);
         self.pos += advance;
         true
+    }
+
+    /// Takes the frontier up to at least `end` (at most the map's length).
+    /// When the flusher is not ahead, zero-fills the next stretch itself:
+    /// far cheaper than taking its pages one fault at a time.
+    #[cold]
+    fn claim(&mut self, end: usize) {
+        loop {
+            let cur = self.wait_for_fill();
+            if cur >= end {
+                self.granted = cur;
+                return;
+            }
+            let to = end.max(cur.saturating_add(WRITER_FILL_STEP)).min(self.map.len);
+            // Fails only if the flusher started a fill meanwhile.
+            self.map.fill(cur, to);
+        }
+    }
+
+    /// Takes the whole map without filling it: nothing is written to it
+    /// after the seal, and the flusher stops filling it.
+    pub(crate) fn claim_all(&mut self) {
+        let len = self.map.len;
+        loop {
+            let cur = self.wait_for_fill();
+            if cur >= len
+                || self
+                    .map
+                    .granted
+                    .compare_exchange(cur, len, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.granted = len;
+                return;
+            }
+        }
+    }
+
+    /// Waits until nobody fills (fills take tens of microseconds), and
+    /// returns the frontier.
+    fn wait_for_fill(&self) -> usize {
+        let mut spins = 0u32;
+        loop {
+            let cur = self.map.granted.load(Ordering::Acquire);
+            if cur & FILLING == 0 {
+                return cur;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                crate::sync::thread::yield_now();
+            }
+        }
     }
 
     /// Makes every appended byte final and visible to readers.
@@ -211,6 +340,70 @@ impl MapWriter {
                 std::ptr::write_bytes(self.map.ptr.add(published), 0, self.pos - published);
             }
             self.pos = published;
+        }
+    }
+}
+
+#[cfg(all(test, not(shuttle), not(loom)))]
+mod tests {
+    use super::*;
+    use crate::storage::{Fs, Storage, StorageFile};
+    use std::sync::atomic::AtomicBool;
+
+    /// The flusher's zero-fill and the writer's appends never overlap: a
+    /// thread filling ahead in small steps, as fast as it can, beside a
+    /// writer appending records of many sizes (which catches up with it and
+    /// fills for itself too), leaves every appended byte intact, in the map
+    /// and in the file.
+    #[test]
+    fn fill_ahead_never_touches_written_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
+        let len = 16usize << 20;
+        file.allocate(len as u64).unwrap();
+        let (map, mut writer) = SegmentMap::writable(file.map(len as u64, true).unwrap(), 64);
+        let done = AtomicBool::new(false);
+        let started = AtomicBool::new(false);
+        let mut records = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                started.store(true, Ordering::Release);
+                while !done.load(Ordering::Acquire) {
+                    if !map.prepare_ahead(map.published() + (128 << 10), 12 << 10) {
+                        std::thread::yield_now();
+                    }
+                }
+            });
+            while !started.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            let mut i = 0u32;
+            loop {
+                let size = 1 + (i as usize * 7919) % 3000;
+                let fill = (i % 251) as u8 + 1;
+                let start = writer.pos();
+                if !writer.append(&[&vec![fill; size]], size) {
+                    break;
+                }
+                writer.publish();
+                records.push((start, size, fill));
+                i += 1;
+            }
+            done.store(true, Ordering::Release);
+        });
+        assert!(records.len() > 5000, "{} records", records.len());
+        let mut from_file = vec![0u8; len];
+        file.read_exact_at(&mut from_file, 0).unwrap();
+        for &(start, size, fill) in &records {
+            let in_map = map.read(start, size).unwrap();
+            assert!(
+                in_map.iter().all(|&b| b == fill),
+                "record at {start} changed in the map"
+            );
+            assert!(
+                from_file[start..start + size].iter().all(|&b| b == fill),
+                "record at {start} changed in the file"
+            );
         }
     }
 }

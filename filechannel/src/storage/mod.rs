@@ -100,6 +100,19 @@ pub unsafe trait StorageMap: Send + Sync + 'static {
     /// A hint that `[offset, offset + len)` will be written soon; the backend
     /// may fault the pages in ahead of time. Never changes the bytes.
     fn prefault_write(&self, _offset: usize, _len: usize) {}
+    /// Gets `[offset, offset + len)` ready to be written soon. Unlike
+    /// [`prefault_write`](Self::prefault_write) (the default), a backend may
+    /// rewrite the range with zeros through the file: the kernel fills the
+    /// page cache several times faster from `write(2)` than one page fault at
+    /// a time, and the writer's faults on such pages are cheap.
+    ///
+    /// # Safety
+    /// The range must lie in the map and be free: nothing reads it, and
+    /// nothing writes it, through any map or file, until this returns; and
+    /// its bytes must not matter (they may become zero).
+    unsafe fn prepare_write(&self, offset: usize, len: usize) {
+        self.prefault_write(offset, len);
+    }
     /// A hint that `[offset, offset + len)` will be read soon; the backend may
     /// map the (cached) pages in ahead of time.
     fn prefault_read(&self, _offset: usize, _len: usize) {}
