@@ -7,10 +7,12 @@
 //! Physical-limit rows give the ceiling on this machine: `Limit_BufWriter_512`
 //! writes the same 512-byte messages through a plain `std::fs::File` and
 //! `BufWriter` (no framing, no CRC, no index); `Limit_MmapFresh_N` copies
-//! N-byte records, one thread, into a fresh `fallocate`d and mapped file, as
-//! `Write_N` does (no CRC, no lock, no background prefaulting: it is what the
-//! kernel charges for new page-cache pages); and `Limit_MmapCrc_512` scans a
-//! warm, memory-mapped file of 512-byte records computing each one's CRC.
+//! N-byte records, one thread, into a fresh `fallocate`d and mapped file (no
+//! CRC, no lock, nothing prepared ahead: what the kernel charges for new
+//! page-cache pages taken by page faults); `Limit_ZeroFill_512` writes zeros
+//! into such a file, 1 MiB per `write(2)` (what the flusher does ahead of the
+//! writer, per 512 bytes); and `Limit_MmapCrc_512` scans a warm,
+//! memory-mapped file of 512-byte records computing each one's CRC.
 //!
 //! Each sample gets a fresh channel in a temporary directory (under `/tmp`
 //! unless `TMPDIR` says otherwise); setup and teardown are not timed.
@@ -164,14 +166,7 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
         g.bench_function(format!("Limit_MmapFresh_{n}"), |b| {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(dir.path().join("plain"))
-                    .expect("create");
-                let len = (iters as usize * n).max(1);
-                rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64).expect("fallocate");
+                let file = fresh_file(dir.path(), iters as usize * n);
                 // SAFETY: the file is private to this benchmark and not
                 // truncated while mapped.
                 let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map");
@@ -186,6 +181,23 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
         });
     }
     g.throughput(Throughput::Bytes(512));
+    g.bench_function("Limit_ZeroFill_512", |b| {
+        use std::os::unix::fs::FileExt;
+        let zeros = vec![0u8; 1 << 20];
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = fresh_file(dir.path(), iters as usize * 512);
+            let len = iters * 512;
+            let start = Instant::now();
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], at).expect("write");
+                at += n as u64;
+            }
+            start.elapsed()
+        })
+    });
     g.bench_function("Limit_MmapCrc_512", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -207,6 +219,18 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
             start.elapsed()
         })
     });
+}
+
+/// A new file of `len` bytes (at least 1), `fallocate`d as segments are.
+fn fresh_file(dir: &std::path::Path, len: usize) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.join("plain"))
+        .expect("create");
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len.max(1) as u64).expect("fallocate");
+    file
 }
 
 criterion_group! {
