@@ -92,7 +92,8 @@ pub(crate) struct Flusher {
 }
 
 /// How far ahead of the writer the flusher prepares pages: zero-fills them
-/// through the file or, in `Sync` mode, faults them in.
+/// through the file (and, past half this far ahead, faults them in too) or,
+/// in `Sync` mode, only faults them in.
 const PREFAULT_WINDOW: usize = 8 << 20;
 /// How much it faults in at a time in `Sync` mode, between its other duties.
 const PREFAULT_STEP: usize = 256 << 10;
@@ -494,7 +495,7 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
                     behind = prefaulted < want;
                 }
             } else {
-                behind = map.prepare_ahead(want, FILL_STEP);
+                behind = map.prepare_ahead(want, FILL_STEP, PREFAULT_WINDOW / 2);
             }
         }
         let written = sh.written_seq.load(Ordering::Acquire);

@@ -162,9 +162,12 @@ impl SegmentMap {
 
     /// The flusher's step ahead of the writer: zero-fills (through the
     /// file, see [`StorageMap::prepare_write`]) up to `step` bytes above the
-    /// writer's frontier, unless the frontier is at `until` already. Returns
-    /// whether there is more to do before `until`.
-    pub(crate) fn prepare_ahead(&self, until: usize, step: usize) -> bool {
+    /// writer's frontier, unless the frontier is at `until` already. When the
+    /// fill starts at least `slack` bytes past the published mark (the
+    /// flusher is well ahead), it also faults the filled pages in, which
+    /// spares the writer a minor fault per page. Returns whether there is
+    /// more to do before `until`.
+    pub(crate) fn prepare_ahead(&self, until: usize, step: usize, slack: usize) -> bool {
         let until = until.min(self.len);
         let from = self.granted.load(Ordering::Acquire);
         if from & FILLING != 0 {
@@ -176,8 +179,14 @@ impl SegmentMap {
             return false;
         }
         let to = from.saturating_add(step).min(until);
-        // A failed fill means the writer moved the frontier: go on from there.
-        !self.fill(from, to) || to < until
+        if !self.fill(from, to) {
+            // The writer moved the frontier: go on from there.
+            return true;
+        }
+        if from >= self.published().saturating_add(slack) {
+            self.owner.prefault_write(from, to - from);
+        }
+        to < until
     }
 
     /// Zero-fills `[from, to)` and moves the frontier from `from` to `to`,
@@ -369,7 +378,7 @@ mod tests {
             s.spawn(|| {
                 started.store(true, Ordering::Release);
                 while !done.load(Ordering::Acquire) {
-                    if !map.prepare_ahead(map.published() + (128 << 10), 12 << 10) {
+                    if !map.prepare_ahead(map.published() + (128 << 10), 12 << 10, 64 << 10) {
                         std::thread::yield_now();
                     }
                 }
