@@ -72,8 +72,9 @@ pub(crate) struct Shared<S: Storage> {
 }
 
 /// The background thread: wakes blocked receivers within `flush_interval`
-/// (what `Buffered` mode relies on), faults in pages ahead of the writer and
-/// deletes or recycles segments receivers have passed. It parks when there is
+/// (what `Buffered` mode relies on), prepares pages ahead of the writer, maps
+/// pages in ahead of receivers and deletes or recycles segments receivers
+/// have passed. It parks when there is
 /// nothing to do.
 ///
 /// Aligned to its own cache lines: senders only read `idle`, and must not
@@ -88,8 +89,15 @@ pub(crate) struct Flusher {
     /// Id of the active segment (the flusher re-reads the catalog when it
     /// changes).
     pub active_seg: AtomicU64,
+    /// Stretches of receivers' maps to map in ahead of them (map, offset,
+    /// length), so that a receiver does not pay for it on its own thread.
+    read_ahead: Mutex<Vec<(Arc<SegmentMap>, usize, usize)>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// At most this many read-ahead requests wait for the flusher; more are
+/// dropped (the receivers then take page faults, as without them).
+const READ_AHEAD_QUEUE: usize = 64;
 
 /// How far ahead of the writer the flusher prepares pages: zero-fills them
 /// through the file (and, past half this far ahead, faults them in too) or,
@@ -216,6 +224,7 @@ impl<S: Storage> FileChannel<S> {
             compressor: Default::default(),
             flusher: Flusher {
                 active_seg: AtomicU64::new(active_id),
+                read_ahead: Mutex::new(Vec::with_capacity(READ_AHEAD_QUEUE)),
                 ..Flusher::default()
             },
             lock: Mutex::new(Some(lock)),
@@ -412,6 +421,17 @@ impl<S: Storage> Shared<S> {
         }
     }
 
+    /// Asks the flusher to map `[from, from + len)` of a receiver's map in
+    /// (only what is published by then).
+    pub(crate) fn request_read_ahead(&self, map: &Arc<SegmentMap>, from: usize, len: usize) {
+        let mut queue = self.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() < READ_AHEAD_QUEUE {
+            queue.push((Arc::clone(map), from, len));
+        }
+        drop(queue);
+        self.arm_flusher();
+    }
+
     fn release_handle(&self) {
         if self.handles.fetch_sub(1, Ordering::AcqRel) == 1
             && let Err(e) = self.close()
@@ -457,6 +477,7 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
     // The active segment's map, and how far its pages have been faulted in.
     let mut active: Option<(u64, Arc<SegmentMap>)> = None;
     let mut prefaulted = 0;
+    let mut reads = Vec::with_capacity(READ_AHEAD_QUEUE);
     loop {
         let Some(sh) = shared.upgrade() else { return };
         if sh.flusher.stop.load(Ordering::Acquire) {
@@ -475,6 +496,15 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             active = Some((cat.active_id, Arc::clone(&cat.active_map)));
             prefaulted = 0;
+        }
+        // Swapped with a buffer of the same capacity: the receivers' pushes
+        // never allocate.
+        std::mem::swap(
+            &mut reads,
+            &mut *sh.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        for (map, from, len) in reads.drain(..) {
+            map.prefault_read(from, len);
         }
         if sh.flusher.gc_pending.swap(false, Ordering::AcqRel) {
             let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);

@@ -42,8 +42,11 @@ pub struct Receiver<S: Storage = Fs> {
     entered: VecDeque<(u64, u64)>,
     /// Mapping the start segment failed at creation; retried on first use.
     needs_enter: bool,
-    /// Pages of the map below this are mapped in already.
+    /// Pages of the map below this are mapped in already (or the flusher
+    /// was asked to, or the receiver reads close behind the writer).
     populated: usize,
+    /// The flusher was asked to map pages in up to here.
+    requested: usize,
 }
 
 /// How long [`Receiver::next_ready`] waits.
@@ -57,6 +60,10 @@ pub(crate) enum Wait {
 /// How far ahead of its position a receiver maps pages in, in one syscall,
 /// rather than taking a page fault every few pages.
 const READ_AHEAD: usize = 1 << 20;
+
+/// Closer than this behind the published mark, a receiver maps nothing in
+/// ahead of time.
+const TAIL: usize = 64 << 10;
 
 /// A received message, borrowed from the segment's memory map: no copy. It is
 /// valid until the next call on the receiver.
@@ -155,6 +162,7 @@ impl<S: Storage> Receiver<S> {
             entered: entered_q,
             needs_enter,
             populated: 0,
+            requested: 0,
         }
     }
 
@@ -206,12 +214,28 @@ impl<S: Storage> Receiver<S> {
         }
     }
 
+    /// Maps the pages ahead of the receiver in: the next stretch is asked of
+    /// the flusher, which maps it in on the other core while this receiver
+    /// reads the current one. Only the first stretch of a segment (or one
+    /// the flusher was not asked for) is mapped in here.
     #[cold]
     fn read_ahead(&mut self) {
         let from = self.populated.max(self.pos);
-        self.map.prefault_read(from, READ_AHEAD);
-        // Never past what is published: the rest is populated once written.
-        self.populated = (from + READ_AHEAD).min(self.map.published());
+        let published = self.map.published();
+        if published < from + TAIL {
+            // Close behind the writer: page faults (which map 16 pages each)
+            // do better than a syscall every few messages.
+            self.populated = from + TAIL;
+            return;
+        }
+        if self.requested <= from {
+            self.map.prefault_read(from, READ_AHEAD);
+            self.requested = from + READ_AHEAD;
+        }
+        // Never past what is published: the rest is mapped in once written.
+        self.populated = self.requested.min(published);
+        self.shared.request_read_ahead(&self.map, self.populated, READ_AHEAD);
+        self.requested = self.populated + READ_AHEAD;
     }
 
     /// Moves to segment `id` and lets the catalog collect the one left.
@@ -248,6 +272,7 @@ impl<S: Storage> Receiver<S> {
         self.seq = base;
         self.needs_enter = false;
         self.populated = 0;
+        self.requested = 0;
         if self.acking {
             self.entered.push_back((id, base));
         } else {
