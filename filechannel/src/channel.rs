@@ -206,7 +206,7 @@ impl<S: Storage> FileChannel<S> {
             compressing: None,
         };
         let shared = Arc::new(Shared {
-            writer: Mutex::new(Writer::new(active, base_pos)),
+            writer: Mutex::new(Writer::new(active, base_pos, sync)),
             catalog: Mutex::new(catalog),
             notify: Notifier::default(),
             written_seq: AtomicU64::new(next_seq),

@@ -356,7 +356,7 @@ mod tests {
         frame.extend_from_slice(b"hello");
         assert_eq!(frame_crc(segment_seed(7), &[&frame[CRC_COVERED_FROM..]]), h.crc);
         let mut plain = 7u64.to_le_bytes().to_vec();
-        plain.extend_from_slice(&frame[4..]);
+        plain.extend_from_slice(&frame[CRC_COVERED_FROM..]);
         assert_eq!(crc32fast::hash(&plain), h.crc);
         assert_eq!(h.frame_len(), 32);
     }

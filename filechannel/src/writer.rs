@@ -33,12 +33,12 @@ pub(crate) struct Writer<S: Storage> {
 }
 
 impl<S: Storage> Writer<S> {
-    pub(crate) fn new(active: Active<S>, base_pos: u64) -> Self {
+    pub(crate) fn new(active: Active<S>, base_pos: u64, sync: bool) -> Self {
         Writer {
             id: active.id,
             seed: format::segment_seed(active.id),
             file: active.file,
-            map: active.writer,
+            map: writer_map(active.writer, sync),
             next_seq: active.next_seq,
             base_pos,
             unsynced: Vec::new(),
@@ -140,7 +140,7 @@ impl<S: Storage> Shared<S> {
         };
         let old_file = std::mem::replace(&mut w.file, Arc::clone(&active.file));
         let new_map = Arc::clone(&active.map);
-        let mut old = std::mem::replace(&mut w.map, active.writer);
+        let mut old = std::mem::replace(&mut w.map, writer_map(active.writer, sync));
         let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq, w.id).to_bytes();
         // `fits` kept room for the seal.
         let _ = old.append(&[&seal], FRAME_HEADER_LEN as usize);
@@ -283,6 +283,18 @@ impl<S: Storage> Shared<S> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The writer's end of a new active segment's map. In `Sync` mode the writer
+/// takes the whole segment at once, so nothing in it is ever zero-filled
+/// ahead (neither by the flusher nor by the writer catching up): filled pages
+/// are dirty, and every group commit's fsync would write them out ahead of
+/// the data.
+fn writer_map(mut map: MapWriter, sync: bool) -> MapWriter {
+    if sync {
+        map.claim_all();
+    }
+    map
 }
 
 /// Whether an I/O error means the disk (or quota) is full.
