@@ -378,6 +378,13 @@ impl<S: Storage> Shared<S> {
                 tracing::error!("the channel's flusher thread panicked");
             }
         }
+        // Requests the flusher will never serve would keep their segments
+        // mapped, and then the flusher's last collection cannot recycle them.
+        self.flusher
+            .read_ahead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let target = self.published_seq.load(Ordering::Acquire);
         let synced = if self.poison.get().is_none() {
             self.sync_to(target)
@@ -425,6 +432,12 @@ impl<S: Storage> Shared<S> {
     /// (only what is published by then).
     pub(crate) fn request_read_ahead(&self, map: &Arc<SegmentMap>, from: usize, len: usize) {
         let mut queue = self.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the queue's lock, which `close` takes to empty the
+        // queue after setting `stop`: no request (and no map it holds) stays
+        // queued once the flusher is gone.
+        if self.flusher.stop.load(Ordering::Acquire) {
+            return;
+        }
         if queue.len() < READ_AHEAD_QUEUE {
             queue.push((Arc::clone(map), from, len));
         }
@@ -669,5 +682,41 @@ impl<S: Storage> std::fmt::Debug for Sender<S> {
         f.debug_struct("Sender")
             .field("dir", &self.shared.dir)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::FileChannel;
+
+    fn queued(ch: &FileChannel) -> usize {
+        let sh = ch.shared();
+        sh.flusher.read_ahead.lock().map(|q| q.len()).unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn no_read_ahead_request_outlives_the_flusher() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ch = FileChannel::builder().segment_size(1 << 20).open(dir.path())?;
+        let mut rx = ch.rx();
+        let tx = ch.tx();
+        let msg = [7u8; 1000];
+        let n = 4 * 1024;
+        for _ in 0..n {
+            tx.send(&msg)?;
+        }
+        tx.flush()?;
+        // Reading the first message asks the flusher for the next stretch.
+        assert_eq!(rx.recv_ref()?.len(), msg.len());
+        ch.close()?;
+        assert_eq!(queued(&ch), 0, "close left requests queued");
+        // Draining after close crosses several segments, each of which
+        // would ask for read-ahead: nobody would serve it now.
+        for _ in 1..n {
+            assert_eq!(rx.recv_ref()?.len(), msg.len());
+        }
+        assert!(rx.recv_ref().is_err_and(|e| e.is_disconnected()));
+        assert_eq!(queued(&ch), 0, "a receiver queued requests after close");
+        Ok(())
     }
 }
