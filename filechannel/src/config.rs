@@ -117,8 +117,9 @@ impl Builder {
 
     /// How sealed segments are compressed, in the background (default
     /// [`Compression::Snappy`]). The segment right behind the writer, which
-    /// receivers most likely still read, stays plain, and so does one that
-    /// is about to be deleted.
+    /// receivers most likely still read, stays plain, and so do the one the
+    /// slowest receiver is reading and those every receiver has passed:
+    /// they are deleted next.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self

@@ -84,24 +84,37 @@ fn every_method_round_trips_through_compressed_segments_and_a_reopen() {
 fn receiver_in_the_middle_of_a_segment_reads_on_after_it_is_swapped_for_its_compressed_form() {
     let dir = tempfile::tempdir().unwrap();
     let ch = open_with(dir.path(), Compression::Zstd);
+    let plain = |id: u64| dir.path().join(format!("segment.{id:020}"));
+    let packed = |id: u64| dir.path().join(format!("segment.{id:020}.z"));
+    // `slow` stays in segment 1 (which is then not compressed: it goes
+    // next), so the swap happens under `rx`, in segment 2.
+    let mut slow = ch.rx();
     let mut rx = ch.rx();
-    fill(&ch, 0..20);
-    // rx is now inside segment 1, holding its plain map.
-    for seq in 0..5 {
+    fill(&ch, 0..60);
+    let first = rx.mapped_range();
+    let mut seq = 0;
+    while rx.mapped_range() == first {
+        assert_eq!(check_event(&rx.recv().unwrap()), seq);
+        seq += 1;
+    }
+    // rx is now inside segment 2, holding its plain map.
+    assert!(seq < 58, "segment 1 should hold fewer than 58 events");
+    assert_eq!(check_event(&rx.recv().unwrap()), seq);
+    seq += 1;
+    fill(&ch, 60..400);
+    wait_for("segment 2 to be compressed", || packed(2).exists());
+    wait_for("its plain file to go", || !plain(2).exists());
+    assert!(
+        plain(1).exists() && !packed(1).exists(),
+        "the slowest receiver's segment stays plain"
+    );
+    for seq in seq..400 {
         assert_eq!(check_event(&rx.recv().unwrap()), seq);
     }
-    fill(&ch, 20..400);
-    wait_for("segment 1 to be compressed", || {
-        dir.path().join(format!("segment.{:020}.z", 1)).exists()
-    });
-    wait_for("its plain file to go", || {
-        !dir.path().join(format!("segment.{:020}", 1)).exists()
-    });
-    for seq in 5..400 {
-        assert_eq!(check_event(&rx.recv().unwrap()), seq);
-    }
-    // A receiver created now reads the compressed segments from the start.
     assert!(rx.try_recv().unwrap_err().is_empty());
+    for seq in 0..400 {
+        assert_eq!(check_event(&slow.recv().unwrap()), seq);
+    }
 }
 
 #[test]
