@@ -18,7 +18,7 @@ use crate::sync::{AtomicU64, Mutex};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, Weak};
 
 /// Name of the head file in a channel directory.
 pub(crate) const HEAD_FILE: &str = "head";
@@ -109,8 +109,13 @@ pub(crate) struct Catalog<S: Storage> {
     pub segments: BTreeMap<u64, SegMeta>,
     pub active_id: u64,
     /// The writer's map of the active segment (for its published mark and the
-    /// flusher's prefaulting; receivers map the file themselves).
+    /// flusher's prefaulting; receivers read through `read_maps`).
     pub active_map: Arc<SegmentMap>,
+    /// The receivers' read-only map (or decompressed copy) of each segment
+    /// some receiver is in: receivers of one segment share it, so its pages
+    /// are mapped in (and a compressed segment decompressed) once, not once
+    /// per receiver. Weak: the map goes when its last receiver leaves.
+    pub read_maps: BTreeMap<u64, Weak<SegmentMap>>,
     /// Cursors of live receivers.
     pub cursors: Vec<Arc<Cursor>>,
     /// Cursors of dropped acking receivers: what they had not acked stays
@@ -223,6 +228,7 @@ impl<S: Storage> Catalog<S> {
                 break;
             }
             self.segments.remove(&id);
+            self.read_maps.remove(&id);
         }
     }
 
@@ -284,12 +290,18 @@ pub(crate) fn enter<S: Storage>(
             let Some(&meta) = cat.segments.get(&id) else {
                 return Ok(None);
             };
+            if let Some(map) = cat.read_maps.get(&id).and_then(Weak::upgrade) {
+                return Ok(Some(Entered { map, meta }));
+            }
             (meta, (id == cat.active_id).then(|| Arc::clone(&cat.active_map)))
         };
         if let Some(expected) = meta.packed {
             let packed = dir.join(compressed_file_name(id));
             return match crate::compress::load_compressed(storage, &packed, expected) {
-                Ok(map) => Ok(Some(Entered { map, meta })),
+                Ok(map) => Ok(Some(Entered {
+                    map: share(catalog, id, map),
+                    meta,
+                })),
                 Err(reason) => Err(RecvError::BadCompressedSegment {
                     segment: packed,
                     reason,
@@ -306,7 +318,10 @@ pub(crate) fn enter<S: Storage>(
                     Some(leader) => SegmentMap::follower(map, &leader),
                     None => SegmentMap::sealed(map),
                 };
-                return Ok(Some(Entered { map, meta }));
+                return Ok(Some(Entered {
+                    map: share(catalog, id, map),
+                    meta,
+                }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => tries += 1,
             Err(e) => {
@@ -317,4 +332,19 @@ pub(crate) fn enter<S: Storage>(
             }
         }
     }
+}
+
+/// Offers `map`, just made for segment `id`, as the segment's shared read
+/// map; returns the one to use: a map another receiver made meanwhile (both
+/// hold the same bytes; ours is dropped), else `map`.
+fn share<S: Storage>(catalog: &Mutex<Catalog<S>>, id: u64, map: Arc<SegmentMap>) -> Arc<SegmentMap> {
+    let mut cat = catalog.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(existing) = cat.read_maps.get(&id).and_then(Weak::upgrade) {
+        return existing;
+    }
+    // Only segments still in the chain: GC forgets a retired one's entry.
+    if cat.segments.contains_key(&id) {
+        cat.read_maps.insert(id, Arc::downgrade(&map));
+    }
+    map
 }

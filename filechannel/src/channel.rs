@@ -198,6 +198,7 @@ impl<S: Storage> FileChannel<S> {
             segments: recovered.segments,
             active_id: active.id,
             active_map: Arc::clone(&active.map),
+            read_maps: std::collections::BTreeMap::new(),
             cursors: Vec::new(),
             ghosts: Vec::new(),
             head,

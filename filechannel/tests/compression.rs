@@ -118,6 +118,22 @@ fn receiver_in_the_middle_of_a_segment_reads_on_after_it_is_swapped_for_its_comp
 }
 
 #[test]
+fn receivers_in_one_segment_share_one_map_or_one_decompressed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open_with(dir.path(), Compression::Zstd);
+    fill(&ch, 0..400);
+    let segments = ch.stats().segments;
+    wait_for("compression", || ch.stats().compressed_segments == segments - 2);
+    let (mut a, mut b) = (ch.rx(), ch.rx());
+    for seq in 0..400 {
+        assert_eq!(check_event(&a.recv().unwrap()), seq);
+        assert_eq!(check_event(&b.recv().unwrap()), seq);
+        // Compressed segments, the sealed plain one and the active one alike.
+        assert_eq!(a.mapped_range(), b.mapped_range(), "message {seq}");
+    }
+}
+
+#[test]
 fn reopening_with_another_method_reads_old_segments_and_compresses_new_ones_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let ch = open_with(dir.path(), Compression::Gzip);
