@@ -36,6 +36,10 @@ const MAX_SPARES: usize = 2;
 pub(crate) struct Cursor {
     /// The oldest segment this receiver may still read.
     pub floor: AtomicU64,
+    /// The segment it reads now: `floor` for a plain receiver; an acking
+    /// one may be past its floor (the oldest segment with un-acked
+    /// messages).
+    pub reading: AtomicU64,
     /// Sequence number of its first message not yet consumed.
     pub consumed: AtomicU64,
 }

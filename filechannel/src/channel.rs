@@ -380,12 +380,10 @@ impl<S: Storage> Shared<S> {
             }
         }
         // Requests the flusher will never serve would keep their segments
-        // mapped, and then the flusher's last collection cannot recycle them.
-        self.flusher
-            .read_ahead
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        // mapped, and then the collection below deletes them instead of
+        // recycling them. (The maps are dropped after the lock is released.)
+        let unserved = std::mem::take(&mut *self.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(unserved);
         let target = self.published_seq.load(Ordering::Acquire);
         let synced = if self.poison.get().is_none() {
             self.sync_to(target)

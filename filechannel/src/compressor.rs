@@ -3,8 +3,9 @@
 //!
 //! A segment is compressed when it is sealed, is not the one right behind the
 //! writer (receivers most likely still read it), and is not about to be
-//! deleted: it lies past the segment the slowest receiver is in, or there are
-//! no receivers. The swap is crash-safe:
+//! deleted: some receiver still needs it (or there are no receivers), and it
+//! is not the oldest one needed while a receiver reads it. The swap is
+//! crash-safe:
 //!
 //! ```text
 //! segment.N                      plain, the only copy
@@ -129,11 +130,17 @@ fn next_job<S: Storage>(sh: &Shared<S>) -> Option<Job> {
 
 fn find_job<S: Storage>(cat: &crate::catalog::Catalog<S>, failed: &HashSet<u64>) -> Option<Job> {
     // Below the lowest floor, GC deletes; with no receivers it deletes
-    // nothing. The segment at the lowest floor is being read by the
-    // slowest receiver (or a dropped acking one stopped there) and goes
-    // next: compressing it would cost CPU while that receiver reads, and
-    // its plain file stays on disk as long as the receiver maps it anyway.
-    let floor = cat.min_floor();
+    // nothing.
+    let floor = cat.min_floor().unwrap_or(0);
+    // The segment at the lowest floor goes next if a live receiver is
+    // reading it (not just holding it un-acked): compressing it would take
+    // CPU from that receiver, and its plain file stays on disk as long as
+    // the receiver maps it anyway.
+    let consumed_next = cat
+        .cursors
+        .iter()
+        .any(|c| c.reading.load(Ordering::Acquire) == floor)
+        .then_some(floor);
     let mut it = cat.segments.iter().peekable();
     while let Some((&id, &meta)) = it.next() {
         let &(&next_id, &next) = it.peek()?;
@@ -141,7 +148,7 @@ fn find_job<S: Storage>(cat: &crate::catalog::Catalog<S>, failed: &HashSet<u64>)
             // `id` is the segment right behind the writer, or the active one.
             return None;
         }
-        if meta.packed.is_none() && floor.is_none_or(|f| id > f) && !failed.contains(&id) {
+        if meta.packed.is_none() && id >= floor && Some(id) != consumed_next && !failed.contains(&id) {
             return Some(Job { id, meta, next });
         }
     }

@@ -117,9 +117,9 @@ impl Builder {
 
     /// How sealed segments are compressed, in the background (default
     /// [`Compression::Snappy`]). The segment right behind the writer, which
-    /// receivers most likely still read, stays plain, and so do the one the
-    /// slowest receiver is reading and those every receiver has passed:
-    /// they are deleted next.
+    /// receivers most likely still read, stays plain, and so do the segments
+    /// deleted next: those every receiver has passed, and the oldest one
+    /// still needed while a receiver is reading it.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self

@@ -3,7 +3,8 @@
 //! A receiver reads straight out of a memory map of the segment it is in:
 //! `recv_ref` checks the frame's CRC and hands back a slice of the map, with
 //! no copy, no allocation and no syscall. At a seal frame it maps the next
-//! segment and tells the catalog, which may then delete the one it left.
+//! segment (or takes the map another receiver made of it) and tells the
+//! catalog, which may then delete the one it left.
 
 use crate::catalog::Cursor;
 use crate::channel::Shared;
@@ -124,6 +125,7 @@ impl<S: Storage> Receiver<S> {
             let id = cat.start_segment(head);
             let cursor = Arc::new(Cursor {
                 floor: id.into(),
+                reading: id.into(),
                 consumed: head.into(),
             });
             cat.cursors.push(Arc::clone(&cursor));
@@ -273,6 +275,7 @@ impl<S: Storage> Receiver<S> {
         self.needs_enter = false;
         self.populated = 0;
         self.requested = 0;
+        self.cursor.reading.store(id, Ordering::Release);
         if self.acking {
             self.entered.push_back((id, base));
         } else {

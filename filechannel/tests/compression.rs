@@ -134,6 +134,23 @@ fn receivers_in_one_segment_share_one_map_or_one_decompressed_copy() {
 }
 
 #[test]
+fn a_segment_held_only_by_unacked_messages_is_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open_with(dir.path(), Compression::Snappy);
+    let mut rx = ch.rx_ack();
+    fill(&ch, 0..400);
+    // rx reads on without acking: segment 1 stays for it, but nobody is
+    // reading it, so it is not the one consumed next.
+    for seq in 0..400 {
+        assert_eq!(check_event(&rx.recv().unwrap()), seq);
+    }
+    let packed = dir.path().join(format!("segment.{:020}.z", 1));
+    wait_for("segment 1 to be compressed", || packed.exists());
+    drop(rx);
+    assert_eq!(read_all(&ch), (0..400).collect::<Vec<_>>());
+}
+
+#[test]
 fn reopening_with_another_method_reads_old_segments_and_compresses_new_ones_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let ch = open_with(dir.path(), Compression::Gzip);
