@@ -144,6 +144,11 @@ pub(crate) struct Entered {
 }
 
 impl<S: Storage> Catalog<S> {
+    /// The receivers' shared map of segment `id`, if a receiver holds one.
+    fn read_map(&self, id: u64) -> Option<Arc<SegmentMap>> {
+        self.read_maps.get(&id).and_then(Weak::upgrade)
+    }
+
     /// A spare file big enough for a segment whose first message has
     /// `first_len` bytes, if there is one.
     pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<PathBuf> {
@@ -294,7 +299,7 @@ pub(crate) fn enter<S: Storage>(
             let Some(&meta) = cat.segments.get(&id) else {
                 return Ok(None);
             };
-            if let Some(map) = cat.read_maps.get(&id).and_then(Weak::upgrade) {
+            if let Some(map) = cat.read_map(id) {
                 return Ok(Some(Entered { map, meta }));
             }
             (meta, (id == cat.active_id).then(|| Arc::clone(&cat.active_map)))
@@ -343,7 +348,7 @@ pub(crate) fn enter<S: Storage>(
 /// hold the same bytes; ours is dropped), else `map`.
 fn share<S: Storage>(catalog: &Mutex<Catalog<S>>, id: u64, map: Arc<SegmentMap>) -> Arc<SegmentMap> {
     let mut cat = catalog.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(existing) = cat.read_maps.get(&id).and_then(Weak::upgrade) {
+    if let Some(existing) = cat.read_map(id) {
         return existing;
     }
     // Only segments still in the chain: GC forgets a retired one's entry.

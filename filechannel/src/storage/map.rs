@@ -13,10 +13,11 @@
 //! up, never down.
 //!
 //! Receivers reading the active segment map the file read-only (one map,
-//! shared by all of them) and follow the writer's mark (the two maps share the page cache). Keeping
-//! readers off the writable map matters: the kernel write-protects a writable
-//! map's pages whenever it writes them back, with a TLB shootdown per page,
-//! which stalls the writer if any reader still holds the map.
+//! shared by all of them) and follow the writer's mark (the two maps share
+//! the page cache). Keeping readers off the writable map matters: the kernel
+//! write-protects a writable map's pages whenever it writes them back, with a
+//! TLB shootdown per page, which stalls the writer if any reader still holds
+//! the map.
 
 use super::StorageMap;
 use crate::sync::AtomicUsize;
