@@ -10,6 +10,9 @@
 //! as raw bytes: the target is typed postcard `send` within 2x of it.
 //! `raw/Write_Small_body` sends it without the 16-byte typed header (tag,
 //! version, codec id): the difference is what the header costs.
+//! `Encode_<shape>/postcard` encodes alone with our `Postcard` codec,
+//! `Encode_<shape>/postcard-crate` with the postcard crate's serializer
+//! (the same bytes).
 //! Every sample gets a fresh channel under `/tmp` (or `TMPDIR`).
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
@@ -207,6 +210,36 @@ where
     });
 }
 
+/// Encoding alone, into a reused buffer: our `Postcard` codec against the
+/// postcard crate's own serializer writing the same bytes.
+fn encode_pair<T: serde::Serialize>(g: &mut BenchmarkGroup<'_, WallTime>, shape: &str, v: &T)
+where
+    Postcard: Encode<T>,
+{
+    let mut buf = Vec::new();
+    Postcard::encode(v, &mut buf).expect("encode");
+    assert_eq!(
+        buf,
+        postcard::to_allocvec(v).expect("postcard"),
+        "the two encoders disagree"
+    );
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function(format!("Encode_{shape}/postcard"), |b| {
+        b.iter(|| {
+            buf.clear();
+            Postcard::encode(black_box(v), &mut buf).expect("encode");
+            black_box(buf.len())
+        })
+    });
+    g.bench_function(format!("Encode_{shape}/postcard-crate"), |b| {
+        b.iter(|| {
+            buf.clear();
+            postcard::to_io(black_box(v), &mut buf).expect("encode");
+            black_box(buf.len())
+        })
+    });
+}
+
 fn typed_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("typed");
     filechannel_benches::flat(&mut g);
@@ -224,6 +257,8 @@ fn typed_benches(c: &mut Criterion) {
     codec_pair::<Large, Bincode>(&mut g, "Large", &l);
     codec_pair::<Large, Json>(&mut g, "Large", &l);
     codec_pair::<Large, Rkyv>(&mut g, "Large", &l);
+    encode_pair(&mut g, "Small", &s);
+    encode_pair(&mut g, "Large", &l);
 
     // Reading 512 B structs' rkyv frames: in place vs raw bytes. What
     // bytecheck costs depends on the content: strings are checked byte by

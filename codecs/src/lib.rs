@@ -149,11 +149,20 @@ impl CodecError {
 pub struct TrailingBytes(pub usize);
 
 #[cfg(feature = "postcard")]
+mod postcard_ser;
+
+#[cfg(feature = "postcard")]
 mod postcard_codec {
     use super::*;
 
     /// [postcard](https://docs.rs/postcard): compact, with a stable,
     /// documented wire format. The default serde codec.
+    ///
+    /// Encoding goes through a serializer of this crate that writes
+    /// postcard 1.x's wire format byte for byte (tested against
+    /// `postcard::to_allocvec` over the whole serde data model) and builds
+    /// each varint in a register: about twice as fast as postcard's own
+    /// writer on integer-heavy values. Decoding is postcard's.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
     pub struct Postcard;
 
@@ -165,9 +174,12 @@ mod postcard_codec {
     impl<T: serde::Serialize + ?Sized> Encode<T> for Postcard {
         #[inline]
         fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
-            postcard::to_io(value, buf)
-                .map(drop)
-                .map_err(|e| CodecError::encode::<T>(Self::NAME, e))
+            let start = buf.len();
+            serde::Serialize::serialize(value, &mut crate::postcard_ser::Serializer::new(buf)).map_err(|e| {
+                // Nothing half-written stays behind.
+                buf.truncate(start);
+                CodecError::encode::<T>(Self::NAME, e)
+            })
         }
     }
 
