@@ -56,26 +56,30 @@ impl<'a> Serializer<'a> {
     fn varint(&mut self, v: u64) {
         if v < 0x80 {
             self.byte(v as u8);
-        } else if v < 1 << 56 {
-            // Seven-bit group i moves to byte i; for a value known to be
-            // narrower (a u32) the compiler drops the groups that are always
-            // zero.
-            let mut spread = 0u64;
-            for i in 0..8 {
-                spread |= ((v >> (7 * i)) & 0x7f) << (8 * i);
-            }
-            // The highest non-zero byte of `spread` is the last of the varint
+            return;
+        }
+        let low = spread(v);
+        if v < 1 << 56 {
+            // The highest non-zero byte of `low` is the last of the varint
             // (2..=8 bytes); every byte below it gets its continuation bit.
-            let last = (63 - spread.leading_zeros()) & !7;
+            let last = (63 - low.leading_zeros()) & !7;
             let more = CONTINUE & ((1u64 << last) - 1);
-            self.word(spread | more, (last / 8 + 1) as usize);
+            self.word(low | more, (last / 8 + 1) as usize);
         } else {
-            self.varint_slow(u128::from(v));
+            // Nine or ten bytes: eight full groups, then the top 8 bits.
+            self.word(low | CONTINUE, 8);
+            let top = v >> 56;
+            if top < 0x80 {
+                self.byte(top as u8);
+            } else {
+                self.byte(top as u8 | 0x80);
+                self.byte((top >> 7) as u8);
+            }
         }
     }
 
-    /// Appends `v` as a LEB128 varint, a byte at a time (values of 2^56 and
-    /// up).
+    /// Appends `v` as a LEB128 varint, a byte at a time (values of 2^64 and
+    /// up, which only `u128`/`i128` reach).
     #[cold]
     fn varint_slow(&mut self, mut v: u128) {
         while v >= 0x80 {
@@ -100,8 +104,20 @@ impl<'a> Serializer<'a> {
     }
 }
 
-/// Continuation bits for the first seven bytes of a varint.
+/// Continuation bits, one per byte.
 const CONTINUE: u64 = 0x8080_8080_8080_8080;
+
+/// The low 56 bits of `v` in seven-bit groups, group i in byte i (its top
+/// bit clear). For a value known to be narrower (a `u32`) the compiler drops
+/// the groups that are always zero.
+#[inline(always)]
+fn spread(v: u64) -> u64 {
+    let mut out = 0u64;
+    for i in 0..8 {
+        out |= ((v >> (7 * i)) & 0x7f) << (8 * i);
+    }
+    out
+}
 
 impl<'a> ser::Serializer for &mut Serializer<'a> {
     type Ok = ();
