@@ -7,9 +7,11 @@
 //! store-forwarding stall per integer). Here a varint is built in a register
 //! (the 7-bit groups spread into bytes by shifts) and appended as one 8-byte
 //! store, then the length is trimmed back. Everything else follows postcard
-//! 1.x's serializer rule for rule; the module's tests check byte equality
-//! with `postcard::to_allocvec` over every serde data-model type, and
-//! decoding stays postcard's own.
+//! 1.x's serializer rule for rule, with one exception: a `Display` given to
+//! `collect_str` that writes different text the second time it is formatted
+//! is an error here, where postcard writes a wrong length. The module's
+//! tests check byte equality with `postcard::to_allocvec` over every serde
+//! data-model type, and decoding stays postcard's own.
 //!
 //! The format (postcard 1.x, <https://postcard.jamesmunns.com/wire-format>):
 //! `u8`/`i8`/`bool` one byte; other integers LEB128 varints (signed ones
@@ -327,7 +329,8 @@ impl<'a> ser::Serializer for &mut Serializer<'a> {
     }
 
     /// Formats `value` once to learn its length (postcard writes the length
-    /// first) and once into the buffer, as postcard does.
+    /// first) and once into the buffer, as postcard does; unlike postcard,
+    /// refuses a `Display` whose two outputs differ in length.
     fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> Result<(), Error> {
         use std::fmt::Write;
 
@@ -458,6 +461,8 @@ mod tests {
         Display(i64),
         /// A sequence whose length is not given up front: an error.
         SeqUnsized(Vec<Node>),
+        /// A map whose length is not given up front: an error.
+        MapUnsized(Vec<(Node, Node)>),
     }
 
     impl Serialize for Node {
@@ -513,6 +518,11 @@ mod tests {
                 }
                 Node::Map(entries) => {
                     let mut m = s.serialize_map(Some(entries.len()))?;
+                    entries.iter().try_for_each(|(k, v)| m.serialize_entry(k, v))?;
+                    m.end()
+                }
+                Node::MapUnsized(entries) => {
+                    let mut m = s.serialize_map(None)?;
                     entries.iter().try_for_each(|(k, v)| m.serialize_entry(k, v))?;
                     m.end()
                 }
@@ -580,10 +590,11 @@ mod tests {
                 items.clone().prop_map(Node::Tuple),
                 items.clone().prop_map(Node::TupleStruct),
                 (wide(), items.clone()).prop_map(|(i, v)| Node::TupleVariant(i as u32, v)),
-                proptest::collection::vec((inner.clone(), inner), 0..6).prop_map(Node::Map),
+                proptest::collection::vec((inner.clone(), inner.clone()), 0..6).prop_map(Node::Map),
                 items.clone().prop_map(Node::Struct),
                 (wide(), items.clone()).prop_map(|(i, v)| Node::StructVariant(i as u32, v)),
                 items.prop_map(Node::SeqUnsized),
+                proptest::collection::vec((inner.clone(), inner), 0..3).prop_map(Node::MapUnsized),
             ]
         })
     }
@@ -607,27 +618,60 @@ mod tests {
         }
     }
 
+    /// Every integer width at every varint byte boundary (and one either
+    /// side), signed ones on both sides of zero.
     #[test]
     fn varints_at_every_byte_boundary_match_postcard() {
+        fn same<T: Serialize + std::fmt::Debug>(node: Node, v: T) {
+            assert_eq!(ours(&node).unwrap(), postcard::to_allocvec(&v).unwrap(), "{v:?}");
+        }
         for k in 0..128u32 {
             for v in [1u128 << k, (1u128 << k) - 1, (1u128 << k).wrapping_add(1)] {
-                assert_eq!(ours(&Node::U128(v)).unwrap(), postcard::to_allocvec(&v).unwrap(), "{v}");
-                let v64 = v as u64;
-                assert_eq!(
-                    ours(&Node::U64(v64)).unwrap(),
-                    postcard::to_allocvec(&v64).unwrap(),
-                    "{v64}"
-                );
-                let i = v64 as i64;
-                assert_eq!(ours(&Node::I64(i)).unwrap(), postcard::to_allocvec(&i).unwrap(), "{i}");
+                same(Node::U128(v), v);
+                same(Node::I128(v as i128), v as i128);
+                same(Node::I128((v as i128).wrapping_neg()), (v as i128).wrapping_neg());
+                same(Node::U64(v as u64), v as u64);
+                same(Node::I64(v as i64), v as i64);
+                same(Node::I64((v as i64).wrapping_neg()), (v as i64).wrapping_neg());
+                same(Node::U32(v as u32), v as u32);
+                same(Node::I32(v as i32), v as i32);
+                same(Node::I32((v as i32).wrapping_neg()), (v as i32).wrapping_neg());
+                same(Node::U16(v as u16), v as u16);
+                same(Node::I16(v as i16), v as i16);
+                same(Node::I16((v as i16).wrapping_neg()), (v as i16).wrapping_neg());
             }
         }
+    }
+
+    /// A `Display` that writes more the second time it is formatted.
+    struct Growing(std::cell::Cell<usize>);
+
+    impl std::fmt::Display for Growing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.set(self.0.get() + 1);
+            write!(f, "{}", "x".repeat(self.0.get()))
+        }
+    }
+
+    impl Serialize for Growing {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    #[test]
+    fn a_display_that_changes_between_passes_is_refused() {
+        let mut out = Vec::new();
+        let r = Growing(std::cell::Cell::new(0)).serialize(&mut Serializer::new(&mut out));
+        assert_eq!(r, Err(Error::CollectStrError));
     }
 
     #[test]
     fn an_unsized_sequence_is_the_error_postcard_gives_and_leaves_the_buffer_alone() {
         let value = Node::Seq(vec![Node::SeqUnsized(vec![Node::U8(1)])]);
         assert_eq!(ours(&value), Err(Error::SerializeSeqLengthUnknown));
+        let map = Node::MapUnsized(vec![(Node::U8(1), Node::Unit)]);
+        assert_eq!(ours(&map), Err(Error::SerializeSeqLengthUnknown));
         // Through the codec: a typed error, and the buffer as it was.
         let mut buf = vec![9u8; 3];
         let err = <crate::Postcard as crate::Encode<Node>>::encode(&value, &mut buf).unwrap_err();
