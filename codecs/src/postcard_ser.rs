@@ -121,6 +121,21 @@ fn spread(v: u64) -> u64 {
     out
 }
 
+/// Serializer methods that append the encoding of one primitive and cannot
+/// fail: `name(type) => |serializer, value| append;`.
+macro_rules! appends {
+    ($($method:ident($ty:ty) => |$s:ident, $v:ident| $append:expr;)*) => {
+        $(
+            #[inline]
+            fn $method(self, $v: $ty) -> Result<(), Error> {
+                let $s = self;
+                $append;
+                Ok(())
+            }
+        )*
+    };
+}
+
 impl<'a> ser::Serializer for &mut Serializer<'a> {
     type Ok = ();
     type Error = Error;
@@ -137,82 +152,22 @@ impl<'a> ser::Serializer for &mut Serializer<'a> {
         false
     }
 
-    #[inline]
-    fn serialize_bool(self, v: bool) -> Result<(), Error> {
-        self.byte(u8::from(v));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.byte(v as u8);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.varint(u64::from(((v << 1) ^ (v >> 15)) as u16));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.varint(u64::from(((v << 1) ^ (v >> 31)) as u32));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.varint(((v << 1) ^ (v >> 63)) as u64);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i128(self, v: i128) -> Result<(), Error> {
-        self.varint_u128(((v << 1) ^ (v >> 127)) as u128);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.byte(v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.varint(u64::from(v));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.varint(u64::from(v));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.varint(v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u128(self, v: u128) -> Result<(), Error> {
-        self.varint_u128(v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        self.bytes(&v.to_bits().to_le_bytes());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        self.bytes(&v.to_bits().to_le_bytes());
-        Ok(())
+    // Signed integers are zigzagged (the sign moves to the lowest bit) before
+    // their varint, as in postcard.
+    appends! {
+        serialize_bool(bool) => |s, v| s.byte(u8::from(v));
+        serialize_i8(i8) => |s, v| s.byte(v as u8);
+        serialize_i16(i16) => |s, v| s.varint(u64::from(((v << 1) ^ (v >> 15)) as u16));
+        serialize_i32(i32) => |s, v| s.varint(u64::from(((v << 1) ^ (v >> 31)) as u32));
+        serialize_i64(i64) => |s, v| s.varint(((v << 1) ^ (v >> 63)) as u64);
+        serialize_i128(i128) => |s, v| s.varint_u128(((v << 1) ^ (v >> 127)) as u128);
+        serialize_u8(u8) => |s, v| s.byte(v);
+        serialize_u16(u16) => |s, v| s.varint(u64::from(v));
+        serialize_u32(u32) => |s, v| s.varint(u64::from(v));
+        serialize_u64(u64) => |s, v| s.varint(v);
+        serialize_u128(u128) => |s, v| s.varint_u128(v);
+        serialize_f32(f32) => |s, v| s.bytes(&v.to_bits().to_le_bytes());
+        serialize_f64(f64) => |s, v| s.bytes(&v.to_bits().to_le_bytes());
     }
 
     #[inline]
@@ -316,16 +271,16 @@ impl<'a> ser::Serializer for &mut Serializer<'a> {
         Ok(self)
     }
 
+    /// Starts like a tuple variant: the variant's index, then the fields.
     #[inline]
     fn serialize_struct_variant(
         self,
-        _name: &'static str,
+        name: &'static str,
         index: u32,
-        _variant: &'static str,
-        _len: usize,
+        variant: &'static str,
+        len: usize,
     ) -> Result<Self, Error> {
-        self.varint(u64::from(index));
-        Ok(self)
+        ser::Serializer::serialize_tuple_variant(self, name, index, variant, len)
     }
 
     /// Formats `value` once to learn its length (postcard writes the length
