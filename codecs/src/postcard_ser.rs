@@ -8,8 +8,8 @@
 //! (the 7-bit groups spread into bytes by shifts) and appended as one 8-byte
 //! store, then the length is trimmed back. Everything else follows postcard
 //! 1.x's serializer rule for rule, with one exception: a `Display` given to
-//! `collect_str` that writes different text the second time it is formatted
-//! is an error here, where postcard writes a wrong length. The module's
+//! `collect_str` whose second formatting differs in length from the first is
+//! an error here, where postcard writes a wrong length. The module's
 //! tests check byte equality with `postcard::to_allocvec` over every serde
 //! data-model type, and decoding stays postcard's own.
 //!
