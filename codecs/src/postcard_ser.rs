@@ -272,10 +272,10 @@ impl<'a> ser::Serializer for &mut Serializer<'a> {
         Ok(self)
     }
 
+    /// Starts like a sequence: the number of entries, known up front.
     #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Self, Error> {
-        self.len_prefix(len.ok_or(Error::SerializeSeqLengthUnknown)?);
-        Ok(self)
+        ser::Serializer::serialize_seq(self, len)
     }
 
     #[inline]
@@ -321,8 +321,9 @@ impl<'a> ser::Serializer for &mut Serializer<'a> {
         self.len_prefix(count.0);
         let start = self.out.len();
         write!(Append(self), "{value}").map_err(|_| Error::CollectStrError)?;
-        // A `Display` that writes differently the second time would leave a
-        // wrong length in front of the text: refuse it rather than emit it.
+        // A `Display` that writes a different length the second time would
+        // leave a wrong length in front of the text: refuse it rather than
+        // emit it.
         if self.out.len() - start != count.0 {
             return Err(Error::CollectStrError);
         }
