@@ -141,18 +141,40 @@ fn find_job<S: Storage>(cat: &crate::catalog::Catalog<S>, failed: &HashSet<u64>)
         .iter()
         .any(|c| c.reading.load(Ordering::Acquire) == floor)
         .then_some(floor);
-    let mut it = cat.segments.iter().peekable();
+    pick(&cat.segments, cat.active_id, floor, consumed_next, failed)
+}
+
+/// The segment to compress next among `segments` (all retained ones, by id):
+/// the newest that is sealed and not right behind the writer (its successor
+/// is not `active_id` or later), plain, not below `floor` (GC deletes those),
+/// not `consumed_next` and not in `failed`.
+///
+/// The newest goes first: receivers read oldest first, so the segments they
+/// reach last are compressed first, and the ones they are about to read are
+/// not compressed under them only to be decompressed again (the Go library
+/// likewise compresses the second-newest sealed segment at each rotation).
+fn pick(
+    segments: &std::collections::BTreeMap<u64, SegMeta>,
+    active_id: u64,
+    floor: u64,
+    consumed_next: Option<u64>,
+    failed: &HashSet<u64>,
+) -> Option<Job> {
+    let mut newest = None;
+    let mut it = segments.iter().peekable();
     while let Some((&id, &meta)) = it.next() {
-        let &(&next_id, &next) = it.peek()?;
-        if next_id >= cat.active_id {
+        let Some(&(&next_id, &next)) = it.peek() else {
+            break;
+        };
+        if next_id >= active_id {
             // `id` is the segment right behind the writer, or the active one.
-            return None;
+            break;
         }
         if meta.packed.is_none() && id >= floor && Some(id) != consumed_next && !failed.contains(&id) {
-            return Some(Job { id, meta, next });
+            newest = Some(Job { id, meta, next });
         }
     }
-    None
+    newest
 }
 
 fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
@@ -255,4 +277,60 @@ fn write_compressed<S: Storage>(sh: &Shared<S>, job: &Job) -> std::io::Result<Pa
         plain_len,
         file_len,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::compress::Packed;
+    use std::collections::BTreeMap;
+
+    /// Segments `ids`, plain except those in `packed`, each 100 positions long.
+    fn chain(ids: std::ops::RangeInclusive<u64>, packed: &[u64]) -> BTreeMap<u64, SegMeta> {
+        ids.map(|id| {
+            let meta = SegMeta {
+                base_seq: id * 10,
+                base_pos: id * 100,
+                packed: packed.contains(&id).then_some(Packed {
+                    method: Compression::Snappy,
+                    plain_len: 100,
+                    file_len: 50,
+                }),
+            };
+            (id, meta)
+        })
+        .collect()
+    }
+
+    fn picked(
+        segments: &BTreeMap<u64, SegMeta>,
+        active: u64,
+        floor: u64,
+        next: Option<u64>,
+        failed: &[u64],
+    ) -> Option<u64> {
+        let failed = failed.iter().copied().collect();
+        pick(segments, active, floor, next, &failed).map(|job| job.id)
+    }
+
+    #[test]
+    fn the_newest_eligible_segment_goes_first() {
+        // Segments 1..=6, 6 active: 5 is right behind the writer.
+        let segs = chain(1..=6, &[]);
+        assert_eq!(picked(&segs, 6, 1, Some(1), &[]), Some(4));
+        // Its successor is handed over with it.
+        let failed = HashSet::new();
+        let job = pick(&segs, 6, 1, Some(1), &failed);
+        assert_eq!(job.map(|j| (j.meta.base_pos, j.next.base_pos)), Some((400, 500)));
+        // Compressed or failed ones are passed over, newest first still.
+        assert_eq!(picked(&chain(1..=6, &[4]), 6, 1, Some(1), &[]), Some(3));
+        assert_eq!(picked(&chain(1..=6, &[4]), 6, 1, Some(1), &[3]), Some(2));
+        // Below the floor GC deletes; the segment being consumed is left.
+        assert_eq!(picked(&chain(1..=6, &[4]), 6, 3, Some(3), &[]), None);
+        assert_eq!(picked(&chain(1..=6, &[4]), 6, 3, None, &[]), Some(3));
+        // Only the active segment and the one behind it: nothing to do.
+        assert_eq!(picked(&chain(5..=6, &[]), 6, 0, None, &[]), None);
+        assert_eq!(picked(&chain(6..=6, &[]), 6, 0, None, &[]), None);
+    }
 }
