@@ -119,6 +119,9 @@ where
     I: Iterator,
     I::Item: Serialize,
 {
+    // A serializer of its own over the same vector: `Serializer` holds
+    // nothing but the vector, so no state is left behind in the caller's
+    // (one that gains state must hand it over here).
     let mut ser = Serializer::new(out);
     for item in iter {
         item.serialize(&mut ser)?;

@@ -110,7 +110,7 @@ fn run<S: Storage>(shared: Weak<Shared<S>>) {
     }
 }
 
-/// The oldest segment worth compressing now, claimed: GC leaves it alone
+/// The newest segment worth compressing now, claimed: GC leaves it alone
 /// until [`compress`] is done with it.
 fn next_job<S: Storage>(sh: &Shared<S>) -> Option<Job> {
     let failed = sh
