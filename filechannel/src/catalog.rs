@@ -14,8 +14,8 @@ use crate::error::RecvError;
 use crate::format::{HEAD_SLOT_LEN, HeadSlot, compressed_file_name, segment_file_name, spare_file_name};
 use crate::segment::SegMeta;
 use crate::storage::{SegmentMap, Storage, StorageFile};
-use crate::sync::{AtomicU64, Mutex};
-use std::collections::BTreeMap;
+use crate::sync::{AtomicU64, Condvar, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
@@ -135,6 +135,12 @@ pub(crate) struct Catalog<S: Storage> {
     /// follows) alone until the swap is done, so the compressor never reads
     /// a recycled file or leaves a copy of a deleted segment behind.
     pub compressing: Option<u64>,
+    /// Compressed segments a receiver is decompressing now. Another receiver
+    /// entering one waits on `Shared::segment_loaded` for that copy instead
+    /// of making a second (fan-out receivers reach a segment together).
+    pub loading: BTreeSet<u64>,
+    /// How many times a compressed segment was decompressed for reading.
+    pub decompressions: u64,
 }
 
 /// What a receiver gets when it enters a segment.
@@ -172,6 +178,7 @@ impl<S: Storage> Catalog<S> {
         let mut s = crate::Stats {
             segments: self.segments.len(),
             spare_segments: self.spares.len(),
+            decompressions: self.decompressions,
             ..crate::Stats::default()
         };
         for meta in self.segments.values() {
@@ -287,6 +294,7 @@ impl<S: Storage> Catalog<S> {
 /// then is looked up again.
 pub(crate) fn enter<S: Storage>(
     catalog: &Mutex<Catalog<S>>,
+    loaded: &Condvar,
     storage: &S,
     dir: &Path,
     id: u64,
@@ -295,22 +303,36 @@ pub(crate) fn enter<S: Storage>(
     let mut tries = 0;
     loop {
         let (meta, leader) = {
-            let cat = catalog.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(&meta) = cat.segments.get(&id) else {
-                return Ok(None);
-            };
-            if let Some(map) = cat.read_map(id) {
-                return Ok(Some(Entered { map, meta }));
+            let mut cat = catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                let Some(&meta) = cat.segments.get(&id) else {
+                    return Ok(None);
+                };
+                if let Some(map) = cat.read_map(id) {
+                    return Ok(Some(Entered { map, meta }));
+                }
+                if meta.packed.is_some() && !cat.loading.insert(id) {
+                    // Another receiver is decompressing it: wait for its copy
+                    // (or, if it fails, to try ourselves).
+                    cat = loaded.wait(cat).unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+                break (meta, (id == cat.active_id).then(|| Arc::clone(&cat.active_map)));
             }
-            (meta, (id == cat.active_id).then(|| Arc::clone(&cat.active_map)))
         };
         if let Some(expected) = meta.packed {
+            // Off `loading` (waking the waiters) when this returns, after
+            // `share` has offered the copy.
+            let _loading = Loading { catalog, loaded, id };
             let packed = dir.join(compressed_file_name(id));
             return match crate::compress::load_compressed(storage, &packed, expected) {
-                Ok(map) => Ok(Some(Entered {
-                    map: share(catalog, id, map),
-                    meta,
-                })),
+                Ok(map) => {
+                    catalog.lock().unwrap_or_else(PoisonError::into_inner).decompressions += 1;
+                    Ok(Some(Entered {
+                        map: share(catalog, id, map),
+                        meta,
+                    }))
+                }
                 Err(reason) => Err(RecvError::BadCompressedSegment {
                     segment: packed,
                     reason,
@@ -340,6 +362,26 @@ pub(crate) fn enter<S: Storage>(
                 });
             }
         }
+    }
+}
+
+/// A receiver's claim on decompressing segment `id`: dropping it (also on
+/// unwinding) takes `id` off [`Catalog::loading`] and wakes the receivers
+/// waiting for the copy.
+struct Loading<'a, S: Storage> {
+    catalog: &'a Mutex<Catalog<S>>,
+    loaded: &'a Condvar,
+    id: u64,
+}
+
+impl<S: Storage> Drop for Loading<'_, S> {
+    fn drop(&mut self) {
+        self.catalog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .loading
+            .remove(&self.id);
+        self.loaded.notify_all();
     }
 }
 

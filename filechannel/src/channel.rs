@@ -32,6 +32,12 @@ pub struct Stats {
     pub compressed_plain_bytes: u64,
     /// Bytes the compressed segment files take.
     pub compressed_bytes: u64,
+    /// How many times receivers decompressed a compressed segment to read
+    /// it, since the channel was opened. Receivers in the same segment share
+    /// one copy, and one that arrives while another is decompressing waits
+    /// for that copy, so fan-out receivers reading together decompress each
+    /// segment once.
+    pub decompressions: u64,
 }
 
 impl Stats {
@@ -58,6 +64,9 @@ pub(crate) struct Shared<S: Storage> {
     pub synced_seq: AtomicU64,
     pub sync_state: Mutex<SyncState>,
     pub sync_cv: Condvar,
+    /// Paired with `catalog`: notified when a receiver is done decompressing
+    /// a segment (`Catalog::loading`).
+    pub segment_loaded: Condvar,
     /// The first write or fsync failure; sends refuse to go on after it.
     pub poison: OnceLock<Arc<std::io::Error>>,
     /// Set once the sender side is closed (after the last publish).
@@ -205,6 +214,8 @@ impl<S: Storage> FileChannel<S> {
             spares,
             closed: false,
             compressing: None,
+            loading: std::collections::BTreeSet::new(),
+            decompressions: 0,
         };
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos, sync)),
@@ -219,6 +230,7 @@ impl<S: Storage> FileChannel<S> {
                 in_progress: false,
             }),
             sync_cv: Condvar::new(),
+            segment_loaded: Condvar::new(),
             poison: OnceLock::new(),
             closed: AtomicBool::new(false),
             handles: AtomicUsize::new(1),

@@ -136,7 +136,13 @@ impl<S: Storage> Receiver<S> {
             }
             (cursor, id, head)
         };
-        let entered = crate::catalog::enter(&shared.catalog, &shared.storage, &shared.dir, seg_id);
+        let entered = crate::catalog::enter(
+            &shared.catalog,
+            &shared.segment_loaded,
+            &shared.storage,
+            &shared.dir,
+            seg_id,
+        );
         let (map, seq, needs_enter) = match entered {
             Ok(Some(e)) => (e.map, e.meta.base_seq, false),
             // Mapping failed (out of memory maps, a damaged compressed
@@ -245,7 +251,7 @@ impl<S: Storage> Receiver<S> {
     fn enter(&mut self, id: u64) -> Result<(), RecvError> {
         let path = || self.shared.dir.join(segment_file_name(id));
         let sh = &self.shared;
-        let Some(entered) = crate::catalog::enter(&sh.catalog, &sh.storage, &sh.dir, id)? else {
+        let Some(entered) = crate::catalog::enter(&sh.catalog, &sh.segment_loaded, &sh.storage, &sh.dir, id)? else {
             return Err(RecvError::Corrupted {
                 segment: path(),
                 offset: 0,

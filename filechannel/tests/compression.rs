@@ -133,6 +133,54 @@ fn receivers_in_one_segment_share_one_map_or_one_decompressed_copy() {
     }
 }
 
+/// Fan-out receivers that cross into a compressed segment at the same
+/// moment decompress it once: the first makes the copy, the others wait for
+/// it instead of making their own.
+#[test]
+fn receivers_entering_a_compressed_segment_together_decompress_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open_with(dir.path(), Compression::Zstd);
+    fill(&ch, 0..400);
+    let segments = ch.stats().segments;
+    wait_for("compression", || ch.stats().compressed_segments == segments - 2);
+    assert!(segments >= 4, "segments 1 and 2 must be compressed: {segments}");
+    // How many messages segment 1 holds (the probe copies segments 1 and 2;
+    // it acks nothing, so the receivers below start at message 0).
+    let mut probe = ch.rx_ack();
+    let first = probe.mapped_range();
+    let mut in_first = 0;
+    while {
+        check_event(&probe.recv().unwrap());
+        probe.mapped_range() == first
+    } {
+        in_first += 1;
+    }
+    drop(probe);
+    assert_eq!(ch.stats().decompressions, 2);
+    // Four receivers read segment 1 (one copy, made by the first) up to its
+    // end, then all cross into segment 2 at once, each on its own thread.
+    let mut rxs: Vec<_> = (0..4).map(|_| ch.rx()).collect();
+    for rx in &mut rxs {
+        for seq in 0..in_first {
+            assert_eq!(check_event(&rx.recv().unwrap()), seq);
+        }
+    }
+    assert_eq!(ch.stats().decompressions, 3);
+    let start = std::sync::Barrier::new(rxs.len());
+    std::thread::scope(|s| {
+        for rx in &mut rxs {
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                assert_eq!(check_event(&rx.recv().unwrap()), in_first);
+            });
+        }
+    });
+    assert_eq!(ch.stats().decompressions, 4, "segment 2 decompressed more than once");
+    let range = rxs[0].mapped_range();
+    assert!(rxs.iter().all(|rx| rx.mapped_range() == range), "one shared copy");
+}
+
 #[test]
 fn a_segment_held_only_by_unacked_messages_is_compressed() {
     let dir = tempfile::tempdir().unwrap();
