@@ -57,6 +57,16 @@ fn fill(ch: &FileChannel, range: std::ops::Range<u64>) {
     }
 }
 
+/// A Zstd channel holding events 0..400 with every segment but the last two
+/// compressed, and its number of segments.
+fn compressed_zstd(dir: &Path) -> (FileChannel, usize) {
+    let ch = open_with(dir, Compression::Zstd);
+    fill(&ch, 0..400);
+    let segments = ch.stats().segments;
+    wait_for("compression", || ch.stats().compressed_segments == segments - 2);
+    (ch, segments)
+}
+
 #[test]
 fn every_method_round_trips_through_compressed_segments_and_a_reopen() {
     for method in [Compression::Snappy, Compression::Gzip, Compression::Zstd] {
@@ -120,10 +130,7 @@ fn receiver_in_the_middle_of_a_segment_reads_on_after_it_is_swapped_for_its_comp
 #[test]
 fn receivers_in_one_segment_share_one_map_or_one_decompressed_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let ch = open_with(dir.path(), Compression::Zstd);
-    fill(&ch, 0..400);
-    let segments = ch.stats().segments;
-    wait_for("compression", || ch.stats().compressed_segments == segments - 2);
+    let (ch, _) = compressed_zstd(dir.path());
     let (mut a, mut b) = (ch.rx(), ch.rx());
     for seq in 0..400 {
         assert_eq!(check_event(&a.recv().unwrap()), seq);
@@ -139,10 +146,7 @@ fn receivers_in_one_segment_share_one_map_or_one_decompressed_copy() {
 #[test]
 fn receivers_entering_a_compressed_segment_together_decompress_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let ch = open_with(dir.path(), Compression::Zstd);
-    fill(&ch, 0..400);
-    let segments = ch.stats().segments;
-    wait_for("compression", || ch.stats().compressed_segments == segments - 2);
+    let (ch, segments) = compressed_zstd(dir.path());
     assert!(segments >= 4, "segments 1 and 2 must be compressed: {segments}");
     // How many messages segment 1 holds (the probe copies segments 1 and 2;
     // it acks nothing, so the receivers below start at message 0).
