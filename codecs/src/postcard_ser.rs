@@ -283,13 +283,14 @@ impl<'a> ser::Serializer for &mut Serializer<'a> {
         I: IntoIterator,
         I::Item: Serialize,
     {
+        // serde's default: the length when the iterator knows it exactly.
         let iter = iter.into_iter();
         let len = match iter.size_hint() {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
         };
-        self.len_prefix(len.ok_or(Error::SerializeSeqLengthUnknown)?);
-        items_into(self.out, iter)
+        let seq = ser::Serializer::serialize_seq(self, len)?;
+        items_into(seq.out, iter)
     }
 
     #[inline]
