@@ -42,6 +42,8 @@ pub(crate) struct Cursor {
     pub reading: AtomicU64,
     /// Sequence number of its first message not yet consumed.
     pub consumed: AtomicU64,
+    /// An acking receiver's (or a ghost's).
+    pub acking: bool,
 }
 
 /// The on-disk head: the lowest sequence number any receiver still needs.
@@ -50,6 +52,47 @@ pub(crate) struct HeadFile<S: Storage> {
     path: PathBuf,
     generation: u64,
     pub seq: u64,
+    /// See [`HeadSlot::acking`].
+    pub acking: bool,
+    /// What the file says now: see [`HeadSlot::clean`].
+    pub clean: bool,
+    /// Written since its last fsync.
+    dirty: bool,
+}
+
+/// The newest valid slot of a head file, if any.
+fn read_head<F: StorageFile>(file: &F, path: &Path) -> Result<Option<HeadSlot>, Error> {
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    let mut best: Option<HeadSlot> = None;
+    for slot in 0..2u64 {
+        if len < (slot + 1) * HEAD_SLOT_LEN {
+            continue;
+        }
+        let mut raw = [0u8; HEAD_SLOT_LEN as usize];
+        file.read_exact_at(&mut raw, slot * HEAD_SLOT_LEN)
+            .map_err(|e| Error::io(path, e))?;
+        match HeadSlot::from_bytes(&raw) {
+            Some(s) if best.is_none_or(|b| s.generation > b.generation) => best = Some(s),
+            Some(_) => {}
+            None if raw != [0; HEAD_SLOT_LEN as usize] => {
+                tracing::warn!(path = %path.display(), slot, "ignoring a damaged head slot (a torn write); the other slot is used")
+            }
+            None => {}
+        }
+    }
+    Ok(best)
+}
+
+/// Whether the channel in `dir` was last closed cleanly (the head says so),
+/// read before recovery changes anything. Anything unreadable counts as
+/// not clean: recovery then scans every older segment, which is slower,
+/// never wrong.
+pub(crate) fn last_close_was_clean<S: Storage>(storage: &S, dir: &Path) -> bool {
+    let path = dir.join(HEAD_FILE);
+    let Ok(file) = storage.open(&path, false) else {
+        return false;
+    };
+    matches!(read_head(&file, &path), Ok(Some(slot)) if slot.clean)
 }
 
 impl<S: Storage> HeadFile<S> {
@@ -58,23 +101,7 @@ impl<S: Storage> HeadFile<S> {
         let path = dir.join(HEAD_FILE);
         let file = storage.open_or_create(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.len().map_err(|e| Error::io(&path, e))?;
-        let mut best: Option<HeadSlot> = None;
-        for slot in 0..2u64 {
-            if len < (slot + 1) * HEAD_SLOT_LEN {
-                continue;
-            }
-            let mut raw = [0u8; HEAD_SLOT_LEN as usize];
-            file.read_exact_at(&mut raw, slot * HEAD_SLOT_LEN)
-                .map_err(|e| Error::io(&path, e))?;
-            match HeadSlot::from_bytes(&raw) {
-                Some(s) if best.is_none_or(|b| s.generation > b.generation) => best = Some(s),
-                Some(_) => {}
-                None if raw != [0; HEAD_SLOT_LEN as usize] => {
-                    tracing::warn!(path = %path.display(), slot, "ignoring a damaged head slot (a torn write); the other slot is used")
-                }
-                None => {}
-            }
-        }
+        let best = read_head(&file, &path)?;
         if len == 0 && sync {
             storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -83,23 +110,50 @@ impl<S: Storage> HeadFile<S> {
             path,
             generation: best.map_or(0, |b| b.generation),
             seq: best.map_or(0, |b| b.head_seq),
+            acking: best.is_some_and(|b| b.acking),
+            clean: best.is_some_and(|b| b.clean),
+            dirty: false,
         })
     }
 
     /// Records a new head in the slot not holding the current one.
-    pub(crate) fn store(&mut self, seq: u64, sync: bool) -> std::io::Result<()> {
+    /// The file then says "not clean": the channel is in use.
+    pub(crate) fn store(&mut self, seq: u64, acking: bool, sync: bool) -> std::io::Result<()> {
+        self.write(seq, acking, false, sync)
+    }
+
+    /// Records, fsynced, that the channel was closed with everything synced.
+    pub(crate) fn store_clean(&mut self) -> std::io::Result<()> {
+        self.write(self.seq, self.acking, true, true)
+    }
+
+    fn write(&mut self, seq: u64, acking: bool, clean: bool, sync: bool) -> std::io::Result<()> {
         let generation = self.generation + 1;
         let slot = HeadSlot {
             generation,
             head_seq: seq,
+            acking,
+            clean,
         };
         self.file
             .write_all_at(&slot.to_bytes(), (generation % 2) * HEAD_SLOT_LEN)?;
-        if sync {
-            self.file.sync_data()?;
-        }
+        self.dirty = true;
         self.generation = generation;
         self.seq = seq;
+        self.acking = acking;
+        self.clean = clean;
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the file if it was written since its last fsync.
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
         Ok(())
     }
 
@@ -227,8 +281,9 @@ impl<S: Storage> Catalog<S> {
             return;
         };
         let needed = self.needed_seq();
-        if needed > self.head.seq
-            && let Err(e) = self.head.store(needed, sync)
+        let acking = !self.ghosts.is_empty() || self.cursors.iter().any(|c| c.acking);
+        if (needed > self.head.seq || acking != self.head.acking)
+            && let Err(e) = self.head.store(needed, acking, sync)
         {
             // The head only spares a new receiver messages already consumed;
             // a stale head means redelivery, never loss.

@@ -1,6 +1,6 @@
 //! The channel handle, the sender, and the state they share.
 
-use crate::catalog::{Catalog, HEAD_FILE, HeadFile};
+use crate::catalog::{Catalog, Cursor, HEAD_FILE, HeadFile};
 use crate::config::{Builder, Durability};
 use crate::error::{Error, SendError};
 use crate::format;
@@ -181,7 +181,11 @@ impl<S: Storage> FileChannel<S> {
         }
         let lock = lock_dir(&storage, dir)?;
         let sync = config.durability == Durability::Sync;
-        let recovered = recover(&storage, dir, &config)?;
+        // After a clean close every older segment was fsynced whole, so its
+        // seal is proof enough; after a crash (a power loss, maybe) recovery
+        // scans their frames for holes.
+        let clean = crate::catalog::last_close_was_clean(&storage, dir);
+        let recovered = recover(&storage, dir, &config, clean)?;
         let mut head = HeadFile::open(&storage, dir, sync)?;
         let active = recovered.active;
         let next_seq = active.next_seq;
@@ -193,8 +197,16 @@ impl<S: Storage> FileChannel<S> {
             );
             head.seq = next_seq;
         }
+        if head.clean {
+            // In use from now on: a crash before the next clean close must
+            // make the next open scan.
+            let (seq, acking) = (head.seq, head.acking);
+            head.store(seq, acking, true).map_err(|e| Error::io(head.path(), e))?;
+        }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
         let active_id = active.id;
+        let acking = head.acking;
+        let head_seq = head.seq;
         let mut spares = Vec::new();
         for path in recovered.spares {
             let len = storage
@@ -203,7 +215,7 @@ impl<S: Storage> FileChannel<S> {
                 .map_err(|e| Error::io(&path, e))?;
             spares.push((path, len));
         }
-        let catalog = Catalog {
+        let mut catalog = Catalog {
             segments: recovered.segments,
             active_id: active.id,
             active_map: Arc::clone(&active.map),
@@ -217,6 +229,18 @@ impl<S: Storage> FileChannel<S> {
             loading: std::collections::BTreeSet::new(),
             decompressions: 0,
         };
+        if acking {
+            // What an acking receiver of the last process had not acked stays
+            // for the next acking receiver, as it would have in that process
+            // (a plain receiver reading past it must not let it go).
+            let floor = catalog.start_segment(head_seq);
+            catalog.ghosts.push(Arc::new(Cursor {
+                floor: floor.into(),
+                reading: floor.into(),
+                consumed: head_seq.into(),
+                acking: true,
+            }));
+        }
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos, sync)),
             catalog: Mutex::new(catalog),
@@ -375,7 +399,6 @@ impl<S: Storage> Shared<S> {
                 return Ok(());
             }
             w.closed = true;
-            self.closed.store(true, Ordering::Release);
         }
         self.compressor.stop();
         self.flusher.stop.store(true, Ordering::Release);
@@ -396,15 +419,33 @@ impl<S: Storage> Shared<S> {
         // recycling them. (The maps are dropped after the lock is released.)
         let unserved = std::mem::take(&mut *self.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner));
         drop(unserved);
-        let target = self.published_seq.load(Ordering::Acquire);
+        // Everything appended, not just what is published: in `Sync` mode a
+        // sender may have appended and still be waiting for its group
+        // commit, and this sync publishes its message too.
+        let target = self.written_seq.load(Ordering::Acquire);
         let synced = if self.poison.get().is_none() {
             self.sync_to(target)
         } else {
             Ok(())
         };
+        // Only now may receivers conclude that nothing more is coming: once
+        // they see `closed` they drain what is published, then disconnect.
+        self.closed.store(true, Ordering::Release);
         {
             let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.collect(&self.storage, &self.dir, true);
+            // Everything is synced: say so, so that the next open can trust
+            // the seals. (This also syncs a head written earlier without an
+            // fsync and not rewritten since.) Not after a failure: then the
+            // next open scans.
+            let head = if synced.is_ok() && self.poison.get().is_none() {
+                cat.head.store_clean()
+            } else {
+                cat.head.sync()
+            };
+            if let Err(e) = head {
+                tracing::warn!(path = %cat.head.path().display(), error = %e, "could not record the head at close");
+            }
             // The lock goes next: from now on nothing may change files.
             cat.closed = true;
         }

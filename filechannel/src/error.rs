@@ -294,4 +294,9 @@ pub enum AckError {
         /// How many received messages are not acked yet.
         unacked: u64,
     },
+    /// The channel was closed (explicitly, or when its last handle went):
+    /// acks can no longer be recorded, so the un-acked messages will be
+    /// delivered again after the directory is reopened.
+    #[error("cannot ack: the channel is closed; the un-acked messages will be delivered again after a reopen")]
+    Closed,
 }

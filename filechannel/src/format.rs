@@ -128,8 +128,9 @@ impl SegmentHeader {
 /// 12..16  low 32 bits of the message's sequence number (for a seal frame:
 ///         of the next message)
 /// ```
-/// The payload follows at offset 16 and is padded with zeros to a multiple of
-/// 16 bytes; the padding is not covered by the CRC.
+/// The payload follows at offset 16 and is padded to a multiple of 16 bytes;
+/// the writer never writes the padding (zeros in a fresh file, stale bytes in
+/// a recycled one), and neither the CRC nor a reader looks at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FrameHeader {
     pub len: u32,
@@ -226,7 +227,21 @@ impl FrameHeader {
 pub(crate) struct HeadSlot {
     pub generation: u64,
     pub head_seq: u64,
+    /// Some acking receiver (live, or dropped with messages it had not
+    /// acked) needs the messages from `head_seq` on: after a reopen they are
+    /// kept for the next acking receiver (a ghost cursor), as they would
+    /// have been in the process that wrote this.
+    pub acking: bool,
+    /// Written by `close` after everything was fsynced: no segment can have
+    /// lost pages, so the next open may trust every older segment's seal
+    /// without scanning its frames.
+    pub clean: bool,
 }
+
+/// Bit 0 of a head slot's flags: [`HeadSlot::acking`].
+const HEAD_FLAG_ACKING: u32 = 1;
+/// Bit 1 of a head slot's flags: [`HeadSlot::clean`].
+const HEAD_FLAG_CLEAN: u32 = 2;
 
 pub(crate) const HEAD_MAGIC: [u8; 4] = *b"FCHD";
 pub(crate) const HEAD_SLOT_LEN: u64 = 32;
@@ -238,6 +253,8 @@ impl HeadSlot {
         b[4..8].copy_from_slice(&1u32.to_le_bytes());
         b[8..16].copy_from_slice(&self.generation.to_le_bytes());
         b[16..24].copy_from_slice(&self.head_seq.to_le_bytes());
+        let flags = if self.acking { HEAD_FLAG_ACKING } else { 0 } | if self.clean { HEAD_FLAG_CLEAN } else { 0 };
+        b[24..28].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
         b
@@ -250,6 +267,8 @@ impl HeadSlot {
         Some(HeadSlot {
             generation: u64_at(b, 8),
             head_seq: u64_at(b, 16),
+            acking: u32_at(b, 24) & HEAD_FLAG_ACKING != 0,
+            clean: u32_at(b, 24) & HEAD_FLAG_CLEAN != 0,
         })
     }
 }
@@ -386,14 +405,19 @@ mod tests {
 
     #[test]
     fn head_slot_round_trips_and_rejects_torn_slot() {
-        let s = HeadSlot {
-            generation: 9,
-            head_seq: 1234,
-        };
-        let mut b = s.to_bytes();
-        assert_eq!(HeadSlot::from_bytes(&b), Some(s));
-        b[17] ^= 0x40;
-        assert_eq!(HeadSlot::from_bytes(&b), None);
+        for (acking, clean) in [(false, false), (true, false), (false, true), (true, true)] {
+            let s = HeadSlot {
+                generation: 9,
+                head_seq: 1234,
+                acking,
+                clean,
+            };
+            let mut b = s.to_bytes();
+            assert_eq!(HeadSlot::from_bytes(&b), Some(s));
+            assert_eq!(b[24], u8::from(acking) | u8::from(clean) << 1);
+            b[17] ^= 0x40;
+            assert_eq!(HeadSlot::from_bytes(&b), None);
+        }
     }
 
     #[test]

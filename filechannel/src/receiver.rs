@@ -123,16 +123,26 @@ impl<S: Storage> Receiver<S> {
             let mut cat = shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             let head = cat.needed_seq();
             let id = cat.start_segment(head);
+            // A head behind the oldest segment (written without an fsync
+            // before a power loss took it back, while the deletions it allowed
+            // were synced) starts at that segment's first message: an acking
+            // receiver must not count the missing ones as received.
+            let head = cat.segments.get(&id).map_or(head, |m| head.max(m.base_seq));
             let cursor = Arc::new(Cursor {
                 floor: id.into(),
                 reading: id.into(),
                 consumed: head.into(),
+                acking,
             });
             cat.cursors.push(Arc::clone(&cursor));
             if acking {
                 // This receiver starts at or before every dropped acking
                 // receiver's position, so it takes over what they left.
                 cat.ghosts.clear();
+                // Records in the head that an acking receiver exists, so that
+                // a reopen keeps what it will not have acked (its first head
+                // write; later ones only move the head).
+                cat.collect(&shared.storage, &shared.dir, shared.is_sync());
             }
             (cursor, id, head)
         };
@@ -627,15 +637,20 @@ impl<S: Storage> AckReceiver<S> {
     }
 
     /// Marks the `n` oldest received, un-acked messages as done: they may now
-    /// be deleted, and will not be delivered again after a restart.
+    /// be deleted once every other receiver is past them too, and an
+    /// acking receiver created after a restart starts after them (unless
+    /// another receiver still needed them: the channel's head is the oldest
+    /// message any receiver needs).
     ///
     /// The ack is recorded in the `head` file (fsynced in `Sync` mode); if
     /// that write fails, it is logged and the messages may be delivered again
     /// after a restart (at least once, never lost).
     ///
     /// # Errors
-    /// [`AckError::TooMany`] if fewer than `n` received messages are un-acked
-    /// (nothing is acked then).
+    /// [`AckError::TooMany`] if fewer than `n` received messages are un-acked;
+    /// [`AckError::Closed`] once the channel is closed (the directory is no
+    /// longer this process's to write: the messages will be delivered again
+    /// after a reopen). Nothing is acked then.
     pub fn ack(&mut self, n: u64) -> Result<(), AckError> {
         let acked = self.acked_offset();
         let unacked = self.rx.read_offset() - acked;
@@ -647,14 +662,20 @@ impl<S: Storage> AckReceiver<S> {
         }
         let acked = acked + n;
         let rx = &mut self.rx;
+        let sh = &rx.shared;
+        let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the catalog lock, which `close` holds while it
+        // records the head for the last time: an ack either makes it into
+        // that record or is refused.
+        if cat.closed {
+            return Err(AckError::Closed);
+        }
         while rx.entered.len() > 1 && rx.entered[1].1 <= acked {
             rx.entered.pop_front();
         }
         let floor = rx.entered.front().map_or(rx.seg_id, |e| e.0);
         rx.cursor.floor.store(floor, Ordering::Release);
         rx.cursor.consumed.store(acked, Ordering::Release);
-        let sh = &rx.shared;
-        let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         cat.collect(&sh.storage, &sh.dir, sh.is_sync());
         Ok(())
     }

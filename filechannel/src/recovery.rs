@@ -48,7 +48,12 @@ pub(crate) struct Recovered<S: Storage> {
 
 /// Recovers the channel in `dir` (already locked by the caller). Everything
 /// kept is fsynced before this returns.
-pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> Result<Recovered<S>, Error> {
+pub(crate) fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &Builder,
+    trust_seals: bool,
+) -> Result<Recovered<S>, Error> {
     let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
     let mut changed = false;
     for name in names.iter().filter(|n| parse_compressing_file_name(n).is_some()) {
@@ -221,7 +226,7 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
                     });
                 }
             }
-            None => check_seal(storage, &dir.join(segment_file_name(id)), id, this, next)?,
+            None => check_seal(storage, &dir.join(segment_file_name(id)), id, this, next, trust_seals)?,
         }
     }
 
@@ -266,6 +271,20 @@ pub(crate) fn recover<S: Storage>(storage: &S, dir: &Path, config: &Builder) -> 
 
 /// Adds a segment's metadata, checking that it follows the previous one.
 fn push_meta(segments: &mut BTreeMap<u64, SegMeta>, path: &Path, id: u64, meta: SegMeta) -> Result<(), Error> {
+    // Far beyond anything a channel reaches (2^62 messages, bytes or
+    // segments), and far enough from `u64::MAX` that counting on from a
+    // header (`seq + 1`, `id + 1`, positions plus frame lengths) cannot
+    // overflow: only a crafted header with a valid CRC gets here.
+    const LIMIT: u64 = 1 << 62;
+    if id >= LIMIT || meta.base_seq >= LIMIT || meta.base_pos >= LIMIT {
+        return Err(Error::BadSegment {
+            path: path.to_path_buf(),
+            reason: format!(
+                "segment id {id}, sequence number {} or position {} is out of range (at most 2^62)",
+                meta.base_seq, meta.base_pos
+            ),
+        });
+    }
     if let Some((_, prev)) = segments.last_key_value()
         && (meta.base_seq < prev.base_seq || meta.base_pos <= prev.base_pos)
     {
@@ -364,9 +383,6 @@ fn holds_no_frame<F: StorageFile>(file: &F) -> bool {
     }
 }
 
-/// Checks that an older segment ends with its seal frame where the next
-/// segment's header puts it; if the seal (or more) was lost, seals the segment
-/// after its last valid frame. Fsyncs the segment either way.
 /// Whether segment `id` ends with a valid seal frame where the next
 /// segment's header puts it.
 fn has_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<bool, Error> {
@@ -384,10 +400,26 @@ fn has_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: 
     }))
 }
 
-fn check_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next: SegMeta) -> Result<(), Error> {
+/// Checks that an older segment ends with its seal frame where the next
+/// segment's header puts it, and fsyncs it. With `trust_seals` (the last
+/// close was clean: everything was fsynced) the seal is enough; otherwise
+/// the frames are scanned too, since a power loss can keep the page holding
+/// the seal and lose an earlier one. If the frames end on a seal elsewhere
+/// (a segment an earlier recovery re-sealed), accepts it; if a hole or the
+/// missing seal ends them early, seals the segment after its last valid
+/// frame.
+fn check_seal<S: Storage>(
+    storage: &S,
+    path: &Path,
+    id: u64,
+    this: SegMeta,
+    next: SegMeta,
+    trust_seals: bool,
+) -> Result<(), Error> {
     let io = |e| Error::io(path, e);
-    if has_seal(storage, path, id, this, next)? {
-        return storage.open(path, false).and_then(|f| f.sync_data()).map_err(io);
+    let sync = || storage.open(path, false).and_then(|f| f.sync_data()).map_err(io);
+    if trust_seals && has_seal(storage, path, id, this, next)? {
+        return sync();
     }
     let file = storage.open(path, false).map_err(io)?;
     let len = file.len().map_err(io)?;
@@ -395,8 +427,11 @@ fn check_seal<S: Storage>(storage: &S, path: &Path, id: u64, this: SegMeta, next
     let map = SegmentMap::sealed(file.map(len, false).map_err(io)?);
     let (end, seq, sealed) = scan(&map, id, this.base_seq);
     drop((map, file));
-    if sealed && seq == next.base_seq {
-        return Ok(());
+    // Exactly the right messages, or fewer: a seal with fewer is one an
+    // earlier open wrote after a power loss (the gap was logged then), and
+    // re-sealing it again at every open would only repeat that.
+    if sealed && seq <= next.base_seq {
+        return sync();
     }
     if seq > next.base_seq {
         return Err(Error::BadSegment {

@@ -733,10 +733,12 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
 
 impl<T: Message, C: Codec, S: Storage> TypedRx<T, C, AckReceiver<S>> {
     /// Acknowledges the `n` oldest received, un-acked messages (as
-    /// [`AckReceiver::ack`]); messages that failed to decode count too.
+    /// [`AckReceiver::ack`]); messages that failed to decode, and those
+    /// skipped as an unknown version, count too.
     ///
     /// # Errors
-    /// [`AckError::TooMany`] if fewer are un-acked.
+    /// [`AckError::TooMany`] if fewer are un-acked, [`AckError::Closed`] once
+    /// the channel is closed.
     pub fn ack(&mut self, n: u64) -> Result<(), AckError> {
         self.rx.ack(n)
     }

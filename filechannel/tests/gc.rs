@@ -209,6 +209,134 @@ fn dropped_ack_receivers_unacked_messages_stay_for_the_next_ack_receiver() {
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
+/// The same across a restart: the head file records that an acking
+/// receiver was around, and the reopened channel keeps what it had not acked
+/// for the next acking receiver, however far a plain receiver reads first.
+#[test]
+fn unacked_messages_wait_for_the_next_ack_receiver_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ch = open_small(dir.path());
+        let tx = ch.tx();
+        for seq in 0..300 {
+            tx.send(&payload(seq, 200)).unwrap();
+        }
+        let mut worker = ch.rx_ack();
+        for _ in 0..100 {
+            worker.recv().unwrap();
+        }
+        worker.ack(40).unwrap();
+        ch.close().unwrap();
+    }
+    let ch = open_small(dir.path());
+    let mut fast = ch.rx();
+    assert_eq!(drain(&mut fast).len(), 260);
+    ch.tx().send(&payload(300, 200)).unwrap();
+    assert_eq!(drain(&mut fast).len(), 1);
+    let mut next_worker = ch.rx_ack();
+    let first = next_worker.try_recv().expect("message 40 is still there");
+    assert_eq!(check_payload(&first), 40);
+    let rest = drain(&mut next_worker).len() as u64;
+    assert_eq!(rest, 260);
+    // Acked, it goes as usual.
+    next_worker.ack(rest + 1).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+/// An acking receiver that never acked holds everything; a channel that
+/// never had one keeps nothing back for one after a restart.
+#[test]
+fn a_restart_keeps_messages_only_for_acking_receivers() {
+    for acking in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ch = open_small(dir.path());
+            let tx = ch.tx();
+            for seq in 0..100 {
+                tx.send(&payload(seq, 200)).unwrap();
+            }
+            let _worker = acking.then(|| ch.rx_ack());
+            let mut plain = ch.rx();
+            assert_eq!(drain(&mut plain).len(), 100);
+            drop(plain);
+            ch.close().unwrap();
+        }
+        let ch = open_small(dir.path());
+        let mut fast = ch.rx();
+        assert_eq!(drain(&mut fast).len(), if acking { 100 } else { 0 });
+        let mut worker = ch.rx_ack();
+        let got = drain(&mut worker);
+        assert_eq!(got.len(), if acking { 100 } else { 0 });
+        if acking {
+            assert_eq!(check_payload(&got[0]), 0);
+        }
+    }
+}
+
+/// A head behind the oldest segment (a power loss took back a head write
+/// that was not fsynced, while the segment deletions it allowed were): a new
+/// acking receiver starts at the oldest message there is, and cannot ack
+/// messages it never received.
+#[test]
+fn a_stale_head_does_not_count_missing_messages_as_received() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ch = open_small(dir.path());
+        let tx = ch.tx();
+        for seq in 0..300 {
+            tx.send(&payload(seq, 200)).unwrap();
+        }
+        let mut rx = ch.rx_ack();
+        for _ in 0..200 {
+            rx.recv().unwrap();
+        }
+        rx.ack(200).unwrap();
+        ch.close().unwrap();
+    }
+    // Both head slots say 0, as the file was before any head reached the
+    // disk.
+    write_head(dir.path(), 0, 0);
+    let ch = open_small(dir.path());
+    let mut rx = ch.rx_ack();
+    let start = rx.read_offset();
+    assert!(start > 0 && start <= 200, "starts at the oldest kept message, {start}");
+    assert_eq!(rx.acked_offset(), start);
+    assert!(matches!(rx.ack(1), Err(AckError::TooMany { unacked: 0, .. })));
+    let first = rx.recv().unwrap();
+    assert_eq!(check_payload(&first), start);
+    rx.ack(1).unwrap();
+}
+
+/// Once the channel is closed an ack cannot be recorded: it is refused, not
+/// silently dropped.
+#[test]
+fn ack_after_close_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open_small(dir.path());
+    let tx = ch.tx();
+    for seq in 0..3 {
+        tx.send(&payload(seq, 10)).unwrap();
+    }
+    let mut rx = ch.rx_ack();
+    rx.recv().unwrap();
+    rx.ack(1).unwrap();
+    rx.recv().unwrap();
+    drop(tx);
+    drop(ch);
+    // Dropping the last handle closed the channel; the receiver drains.
+    rx.recv().unwrap();
+    assert!(matches!(rx.ack(1), Err(AckError::Closed)));
+    assert_eq!(rx.acked_offset(), 1);
+    drop(rx);
+    let ch = open_small(dir.path());
+    let mut rx = ch.rx_ack();
+    assert_eq!(
+        check_payload(&rx.recv().unwrap()),
+        1,
+        "the refused ack's messages come again"
+    );
+}
+
 #[test]
 fn new_receiver_starts_where_live_receivers_are() {
     let dir = tempfile::tempdir().unwrap();

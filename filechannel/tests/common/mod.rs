@@ -69,3 +69,24 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// Rewrites `dir`'s head file by its documented layout (two 32-byte slots:
+/// magic `FCHD`, version 1, generation, head sequence number, flags, CRC-32
+/// of bytes 0..28): both slots say `head_seq` with `flags` (bit 0 an acking
+/// receiver is around, bit 1 the last close was clean). Flags 0 is what a
+/// crash leaves.
+pub fn write_head(dir: &Path, head_seq: u64, flags: u32) {
+    let mut slots = Vec::new();
+    for generation in [1u64, 2] {
+        let mut b = [0u8; 32];
+        b[0..4].copy_from_slice(b"FCHD");
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        b[8..16].copy_from_slice(&generation.to_le_bytes());
+        b[16..24].copy_from_slice(&head_seq.to_le_bytes());
+        b[24..28].copy_from_slice(&flags.to_le_bytes());
+        let crc = crc32fast::hash(&b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        slots.extend_from_slice(&b);
+    }
+    std::fs::write(dir.join("head"), &slots).unwrap();
+}
