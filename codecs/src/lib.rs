@@ -78,7 +78,9 @@ pub trait Codec: Send + Sync + 'static {
 /// Encodes `T` values.
 pub trait Encode<T: ?Sized>: Codec {
     /// Appends the encoding of `value` to `buf`, leaving what `buf` held
-    /// before untouched.
+    /// before untouched. After an error `buf` is unspecified (it may hold a
+    /// partial encoding, or be empty: rkyv's serializer takes the vector and
+    /// does not hand it back on failure); callers discard it.
     ///
     /// # Errors
     /// [`CodecError::Encode`] when the value cannot be represented (a map with

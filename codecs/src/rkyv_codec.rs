@@ -14,7 +14,8 @@ use rkyv::util::AlignedVec;
 ///
 /// Archives need their root aligned (up to 16 bytes for `u128`-bearing
 /// types); filechannel lays typed frames out so that the body always starts
-/// at a 16-byte boundary of the segment. [`Decode::decode`] copies a
+/// at a 16-byte boundary of the segment. A type whose archive needs more
+/// (`#[repr(align(32))]`, say) does not compile with this codec. [`Decode::decode`] copies a
 /// misaligned slice into an aligned buffer first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Rkyv;
@@ -27,6 +28,18 @@ impl Codec for Rkyv {
 /// The alignment the archive's body needs from its container.
 pub const ALIGN: usize = 16;
 
+/// Fails the build (when instantiated for `T`) if `T`'s archive needs more
+/// than [`ALIGN`]: rkyv aligns the root relative to the start of the encode
+/// buffer, and the channel places bodies on 16-byte boundaries only, so such
+/// an archive could not be read in place soundly. Every `Rkyv` entry point
+/// evaluates it in a `const` block.
+const fn fits_alignment<T: rkyv::Archive>() {
+    assert!(
+        align_of::<T::Archived>() <= ALIGN,
+        "an rkyv archive aligned to more than 16 bytes cannot travel on a filechannel"
+    );
+}
+
 impl<T> Encode<T> for Rkyv
 where
     T: for<'a> rkyv::Serialize<HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>>,
@@ -36,6 +49,7 @@ where
     /// channel's typed header is 16 bytes); otherwise an error is returned.
     #[inline]
     fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        const { fits_alignment::<T>() };
         if !buf.len().is_multiple_of(ALIGN) {
             return Err(CodecError::encode::<T>(
                 Self::NAME,
@@ -62,6 +76,7 @@ where
 {
     #[inline]
     fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+        const { fits_alignment::<T>() };
         let result = if bytes.as_ptr().addr().is_multiple_of(ALIGN) {
             rkyv::from_bytes::<T, rancor::Error>(bytes)
         } else {
@@ -84,6 +99,7 @@ where
     T: rkyv::Archive,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
+    const { fits_alignment::<T>() };
     rkyv::access::<rkyv::Archived<T>, rancor::Error>(bytes).map_err(|e| CodecError::decode::<T>(Rkyv::NAME, e))
 }
 
@@ -94,6 +110,7 @@ where
 /// by a trusted writer of the same channel), aligned to 16 bytes.
 #[inline]
 pub unsafe fn access_unchecked<T: rkyv::Archive>(bytes: &[u8]) -> &rkyv::Archived<T> {
+    const { fits_alignment::<T>() };
     // SAFETY: the caller promises a valid, aligned archive of `T`.
     unsafe { rkyv::access_unchecked::<rkyv::Archived<T>>(bytes) }
 }

@@ -1061,18 +1061,20 @@ wrapper_message! {
     BTreeSet<T> => "BTreeSet", HashSet<T> => "HashSet",
 }
 
-/// `Box<T>` is `T` on the wire (serde and rkyv agree), so it is `T` here too.
+/// `Box<T>` is a type of its own on the channel, not `T`: serde writes it as
+/// `T`, but rkyv archives it as a relative pointer to a `T`, so a `Box<T>`
+/// frame read as a `T` (or the other way round) would decode garbage.
 impl<T: Message + ?Sized> Message for Box<T> {
-    const NAME: &'static str = T::NAME;
-    const VERSION: u32 = T::VERSION;
-    const NAME_HASH: u64 = T::NAME_HASH;
+    const NAME: &'static str = "Box";
+    const VERSION: u32 = 1;
+    const NAME_HASH: u64 = fold::<T>(name_hash("Box"));
     fn type_name() -> Cow<'static, str> {
-        T::type_name()
+        format!("Box<{}>", T::type_name()).into()
     }
 }
 impl<T: Message, C: Codec> Migrate<C> for Box<T> {}
 impl<T: Shape + ?Sized> Shape for Box<T> {
-    const FINGERPRINT: u64 = T::FINGERPRINT;
+    const FINGERPRINT: u64 = combine(name_hash("Box"), T::FINGERPRINT);
 }
 impl<T: Shape> Shape for [T] {
     const FINGERPRINT: u64 = combine(name_hash("Vec"), T::FINGERPRINT);

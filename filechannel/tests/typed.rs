@@ -546,8 +546,47 @@ fn composite_names() {
     assert_ne!(<(u32, String)>::NAME_HASH, <(String, u32)>::NAME_HASH);
     assert_ne!(<Vec<u32>>::NAME_HASH, <Option<u32>>::NAME_HASH);
     assert_ne!(<Vec<u32>>::NAME_HASH, <Vec<u64>>::NAME_HASH);
-    assert_eq!(<Box<Order>>::NAME_HASH, Order::NAME_HASH);
+    assert_ne!(<Box<Order>>::NAME_HASH, Order::NAME_HASH);
+    assert_eq!(<Box<Order>>::type_name(), "Box<test.Order>");
     assert_eq!(Order::NAME, "test.Order");
+}
+
+/// rkyv archives a `Box<T>` as a relative pointer to a `T`: read as a `T`,
+/// its bytes would pass validation as garbage. The tags keep them apart.
+#[cfg(feature = "rkyv")]
+#[test]
+fn a_boxed_value_is_not_its_contents() {
+    #[derive(Message, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    #[message(name = "test.Id", version = 1)]
+    #[rkyv(derive(Debug))]
+    struct Id {
+        id: u32,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open(dir.path(), Compression::None);
+    let mut rx = ch.typed_rx::<Id, filechannel::codec::Rkyv>().unwrap();
+    let mut boxed_rx = ch.typed_rx::<Box<Id>, filechannel::codec::Rkyv>().unwrap();
+    ch.typed_tx::<Box<Id>, filechannel::codec::Rkyv>()
+        .unwrap()
+        .send(&Box::new(Id { id: 7 }))
+        .unwrap();
+    ch.typed_tx::<Id, filechannel::codec::Rkyv>()
+        .unwrap()
+        .send(&Id { id: 8 })
+        .unwrap();
+    let wrong = |e: RecvError| {
+        matches!(
+            e,
+            RecvError::Decode {
+                source: DecodeError::WrongType { .. },
+                ..
+            }
+        )
+    };
+    assert!(wrong(rx.recv_ref().unwrap_err()));
+    assert_eq!(rx.recv_ref().unwrap().id, 8);
+    assert_eq!(boxed_rx.recv().unwrap(), Box::new(Id { id: 7 }));
+    assert!(wrong(boxed_rx.recv().unwrap_err()));
 }
 
 fn line_strategy() -> impl Strategy<Value = Line> {
