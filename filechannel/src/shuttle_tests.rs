@@ -11,7 +11,9 @@
 //! order it sent them, with the right bytes; no thread deadlocks (shuttle
 //! fails a schedule where every thread is blocked) or panics; `close`
 //! wakes the receiver blocked in `recv`, and the reopened channel holds
-//! nothing that was acked.
+//! nothing that was acked. A second scenario races `close` against
+//! `Sync`-mode sends: every send that returned `Ok` reaches a receiver
+//! draining the closed channel before `Disconnected`.
 //!
 //! `SHUTTLE_ITERATIONS` (default 10,000: half random schedules, half PCT)
 //! sets the size; `scripts/soak` runs a larger one.
@@ -145,6 +147,37 @@ fn scenario() {
     ch.close().expect("close");
 }
 
+/// Over all schedules of [`close_races_sync_sends`]: how many had 0, 1, 2
+/// or 3 sends confirmed before `close` stopped them.
+static CONFIRMED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// `close` racing `Sync`-mode sends: a send that returned `Ok` appended its
+/// message before `close` stopped sends, and a receiver that drains the
+/// closed channel gets it before `Disconnected` (before the fix, `close` let
+/// receivers disconnect while such a message waited for its group commit).
+fn close_races_sync_sends() {
+    let sim = SimStorage::new();
+    let ch = FileChannel::builder()
+        .segment_size(4096)
+        .durability(Durability::Sync)
+        .compression(Compression::None)
+        .open_with(sim.clone(), Path::new(DIR))
+        .expect("open");
+    let mut rx = ch.rx();
+    let tx = ch.tx();
+    let sender = thread::spawn(move || (0..3).take_while(|&i| tx.send(&payload(0, i)).is_ok()).count());
+    ch.close().expect("close");
+    let got: Vec<_> = rx.iter().map(|m| check(&m.expect("recv"))).collect();
+    let confirmed = sender.join().expect("sender");
+    assert_eq!(
+        got.len(),
+        confirmed,
+        "confirmed sends missing before Disconnected: {got:?}"
+    );
+    CONFIRMED[confirmed].fetch_add(1, Ordering::Relaxed);
+    assert!(got.iter().enumerate().all(|(k, &(s, i))| s == 0 && i as usize == k));
+}
+
 fn iterations() -> usize {
     std::env::var("SHUTTLE_ITERATIONS")
         .ok()
@@ -170,4 +203,14 @@ fn two_senders_two_receivers() {
         c > 0 && z > 0 && r > 0,
         "the schedules never rotated, compressed or collected"
     );
+}
+
+#[test]
+fn close_races_sync_sends_without_losing_a_confirmed_message() {
+    let n = iterations() / 5;
+    shuttle::check_random(close_races_sync_sends, n / 2);
+    shuttle::check_pct(close_races_sync_sends, n - n / 2, 3);
+    let seen: Vec<u64> = CONFIRMED.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    println!("{n} schedules; by sends confirmed before close (0, 1, 2, 3): {seen:?}");
+    assert!(seen[1] + seen[2] > 0, "close never landed between two sends");
 }
