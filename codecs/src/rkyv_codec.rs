@@ -15,7 +15,8 @@ use rkyv::util::AlignedVec;
 /// Archives need their root aligned (up to 16 bytes for `u128`-bearing
 /// types); filechannel lays typed frames out so that the body always starts
 /// at a 16-byte boundary of the segment. A type whose archive needs more
-/// (`#[repr(align(32))]`, say) does not compile with this codec. [`Decode::decode`] copies a
+/// (`#[repr(align(32))]`, say) fails to build with this codec (`cargo
+/// build` evaluates the check; `cargo check` does not get that far). [`Decode::decode`] copies a
 /// misaligned slice into an aligned buffer first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Rkyv;
