@@ -2,6 +2,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// Segments are mapped whole (up to 1 TiB) and frame offsets within a map are
+// `usize` sums of on-disk lengths (up to 4 GiB): both need a 64-bit address
+// space, and a 32-bit build would truncate instead of failing.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("filechannel supports 64-bit targets only");
+
 // Lets `#[derive(Message)]`'s `::filechannel::...` paths resolve in this
 // crate's own tests.
 extern crate self as filechannel;
