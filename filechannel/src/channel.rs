@@ -69,8 +69,12 @@ pub(crate) struct Shared<S: Storage> {
     pub segment_loaded: Condvar,
     /// The first write or fsync failure; sends refuse to go on after it.
     pub poison: OnceLock<Arc<std::io::Error>>,
-    /// Set once the sender side is closed (after the last publish).
+    /// Set once the sender side is closed (after the last publish):
+    /// receivers that see it drain what is published, then disconnect.
     pub closed: AtomicBool,
+    /// Set when `close` starts (sends are refused from then on):
+    /// `is_closed`.
+    pub closing: AtomicBool,
     /// `FileChannel` and `Sender` handles alive; the last one closes.
     handles: AtomicUsize,
     pub flusher: Flusher,
@@ -257,6 +261,7 @@ impl<S: Storage> FileChannel<S> {
             segment_loaded: Condvar::new(),
             poison: OnceLock::new(),
             closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             compressor: Default::default(),
             flusher: Flusher {
@@ -305,7 +310,7 @@ impl<S: Storage> FileChannel<S> {
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.shared.closing.load(Ordering::Acquire)
     }
 
     /// Number of messages sent into the channel since it was created.
@@ -399,6 +404,7 @@ impl<S: Storage> Shared<S> {
                 return Ok(());
             }
             w.closed = true;
+            self.closing.store(true, Ordering::Release);
         }
         self.compressor.stop();
         self.flusher.stop.store(true, Ordering::Release);
@@ -695,7 +701,7 @@ impl<S: Storage> Sender<S> {
 
     /// Whether [`FileChannel::close`] was called (or every handle dropped).
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.shared.closing.load(Ordering::Acquire)
     }
 }
 

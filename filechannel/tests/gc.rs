@@ -209,25 +209,29 @@ fn dropped_ack_receivers_unacked_messages_stay_for_the_next_ack_receiver() {
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
+/// One process's life: 300 messages of 200 bytes sent, an acking receiver
+/// that receives `received` of them and acks `acked`, then `close`.
+fn session_with_an_ack_receiver(dir: &std::path::Path, received: u64, acked: u64) {
+    let ch = open_small(dir);
+    let tx = ch.tx();
+    for seq in 0..300 {
+        tx.send(&payload(seq, 200)).unwrap();
+    }
+    let mut worker = ch.rx_ack();
+    for _ in 0..received {
+        worker.recv().unwrap();
+    }
+    worker.ack(acked).unwrap();
+    ch.close().unwrap();
+}
+
 /// The same across a restart: the head file records that an acking
 /// receiver was around, and the reopened channel keeps what it had not acked
 /// for the next acking receiver, however far a plain receiver reads first.
 #[test]
 fn unacked_messages_wait_for_the_next_ack_receiver_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let ch = open_small(dir.path());
-        let tx = ch.tx();
-        for seq in 0..300 {
-            tx.send(&payload(seq, 200)).unwrap();
-        }
-        let mut worker = ch.rx_ack();
-        for _ in 0..100 {
-            worker.recv().unwrap();
-        }
-        worker.ack(40).unwrap();
-        ch.close().unwrap();
-    }
+    session_with_an_ack_receiver(dir.path(), 100, 40);
     let ch = open_small(dir.path());
     let mut fast = ch.rx();
     assert_eq!(drain(&mut fast).len(), 260);
@@ -280,19 +284,7 @@ fn a_restart_keeps_messages_only_for_acking_receivers() {
 #[test]
 fn a_stale_head_does_not_count_missing_messages_as_received() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let ch = open_small(dir.path());
-        let tx = ch.tx();
-        for seq in 0..300 {
-            tx.send(&payload(seq, 200)).unwrap();
-        }
-        let mut rx = ch.rx_ack();
-        for _ in 0..200 {
-            rx.recv().unwrap();
-        }
-        rx.ack(200).unwrap();
-        ch.close().unwrap();
-    }
+    session_with_an_ack_receiver(dir.path(), 200, 200);
     // Both head slots say 0, as the file was before any head reached the
     // disk.
     write_head(dir.path(), 0, 0);

@@ -212,9 +212,7 @@ fn older_segment_that_lost_its_seal_is_resealed_after_its_last_valid_frame() {
     // that segment was synced would.
     let victim = &segs[1];
     let end = data_end(victim);
-    let f = OpenOptions::new().write(true).open(victim).unwrap();
-    f.write_all_at(&[0u8; 16 + 16 + 112], end - 16 - 112 - 16).unwrap();
-    drop(f);
+    overwrite(victim, end - 16 - 112 - 16, &[0u8; 16 + 16 + 112]);
     let got = read_all(dir.path());
     // One message is lost (unconfirmed data, power loss); everything else
     // is delivered in order, nothing corrupt.
@@ -240,9 +238,7 @@ fn a_hole_before_an_intact_seal_is_resealed_after_a_crash() {
     write_msgs(dir.path(), 200, 100);
     let segs = segment_files(dir.path());
     let victim = &segs[1];
-    let f = OpenOptions::new().write(true).open(victim).unwrap();
-    f.write_all_at(&[0u8; 128], 64 + 128).unwrap();
-    drop(f);
+    overwrite(victim, 64 + 128, &[0u8; 128]);
     let seal_area = std::fs::read(victim).unwrap()[(data_end(victim) - 16) as usize..].to_vec();
     {
         let ch = open_small(dir.path());
@@ -297,10 +293,25 @@ fn a_file_in_place_of_the_directory_is_an_io_error() {
 /// The newest segment file and its id.
 fn newest_segment(dir: &Path) -> (std::path::PathBuf, u64) {
     let last = segment_files(dir).pop().unwrap();
-    let id = last.file_name().unwrap().to_str().unwrap()["segment.".len()..]
-        .parse()
-        .unwrap();
+    let id = segment_id(&last);
     (last, id)
+}
+
+/// The id in a segment file's name.
+fn segment_id(path: &Path) -> u64 {
+    path.file_name().unwrap().to_str().unwrap()["segment.".len()..]
+        .parse()
+        .unwrap()
+}
+
+/// Writes `bytes` over a file at `at`.
+fn overwrite(path: &Path, at: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, at)
+        .unwrap();
 }
 
 /// A valid segment header, built from the documented layout.
@@ -345,14 +356,10 @@ fn out_of_range_header_numbers_fail_open() {
     let dir = tempfile::tempdir().unwrap();
     write_msgs(dir.path(), 200, 100);
     let first = segment_files(dir.path())[0].clone();
-    let id: u64 = first.file_name().unwrap().to_str().unwrap()["segment.".len()..]
-        .parse()
-        .unwrap();
+    let id = segment_id(&first);
     let before = std::fs::read(&first).unwrap();
     for (base_seq, base_pos) in [(u64::MAX - 1, 0), (0, u64::MAX - 100)] {
-        let f = OpenOptions::new().write(true).open(&first).unwrap();
-        f.write_all_at(&segment_header(id, base_seq, base_pos), 0).unwrap();
-        drop(f);
+        overwrite(&first, 0, &segment_header(id, base_seq, base_pos));
         match FileChannel::open(dir.path()) {
             Err(Error::BadSegment { path, reason }) => {
                 assert_eq!(path, first);
@@ -361,9 +368,7 @@ fn out_of_range_header_numbers_fail_open() {
             other => panic!("{other:?}"),
         }
     }
-    let f = OpenOptions::new().write(true).open(&first).unwrap();
-    f.write_all_at(&before[..64], 0).unwrap();
-    drop(f);
+    overwrite(&first, 0, &before[..64]);
     assert_eq!(std::fs::read(&first).unwrap(), before, "open changed nothing");
     assert_eq!(read_all(dir.path()), (0..200).collect::<Vec<_>>());
 }
