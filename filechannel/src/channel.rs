@@ -64,6 +64,11 @@ pub(crate) struct Shared<S: Storage> {
     pub synced_seq: AtomicU64,
     pub sync_state: Mutex<SyncState>,
     pub sync_cv: Condvar,
+    /// Held around every fsync of the segments and the directory by the
+    /// writer side (a group-commit leader, a `Sync`-mode rotation), together
+    /// with recording a failure as the poison: see
+    /// [`Shared::fsync_segments`].
+    pub fsync_lock: Mutex<()>,
     /// Paired with `catalog`: notified when a receiver is done decompressing
     /// a segment (`Catalog::loading`).
     pub segment_loaded: Condvar,
@@ -258,6 +263,7 @@ impl<S: Storage> FileChannel<S> {
                 in_progress: false,
             }),
             sync_cv: Condvar::new(),
+            fsync_lock: Mutex::new(()),
             segment_loaded: Condvar::new(),
             poison: OnceLock::new(),
             closed: AtomicBool::new(false),

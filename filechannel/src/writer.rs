@@ -151,7 +151,8 @@ impl<S: Storage> Shared<S> {
         w.base_pos = seal_pos;
         if sync {
             // Everything in the old segment becomes visible only once durable.
-            if let Err(e) = old_file.sync_data().and_then(|()| self.storage.sync_dir(&self.dir)) {
+            if let Err(e) = self.fsync_segments(|| old_file.sync_data().and_then(|()| self.storage.sync_dir(&self.dir)))
+            {
                 old.discard_unpublished();
                 return Err(self.poison_with(w, e));
             }
@@ -178,7 +179,38 @@ impl<S: Storage> Shared<S> {
         self.flusher.active_seg.store(new_id, Ordering::Release);
         self.compressor.kick();
         self.published_seq.fetch_max(w.next_seq, Ordering::AcqRel);
+        if sync {
+            // The old segment was fsynced whole and published: its messages'
+            // sends are done, even if a group commit covering them fails.
+            let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.synced = st.synced.max(w.next_seq);
+            drop(st);
+            self.synced_seq.fetch_max(w.next_seq, Ordering::AcqRel);
+            self.sync_cv.notify_all();
+        }
         Ok(())
+    }
+
+    /// Runs `fsyncs` (of segment files and the directory) under the fsync
+    /// lock; a failure poisons the sender side before the lock is released,
+    /// and a success while the side is poisoned is a failure too.
+    ///
+    /// A group-commit leader and a `Sync`-mode rotation may fsync the same
+    /// segment file (one descriptor) at the same time, and Linux reports a
+    /// writeback error to only one `fsync` of a descriptor. Without the lock,
+    /// one could see the error and the other succeed on the same lost pages,
+    /// and publish them (or report them durable) before the first recorded
+    /// the poison. With it, whichever runs second sees the poison.
+    pub(crate) fn fsync_segments(&self, fsyncs: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let _serial = self.fsync_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = fsyncs() {
+            let _ = self.poison.set(Arc::new(std::io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
+        }
+        match self.poison.get() {
+            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Poisons the sender side with `e` and returns the error for the caller.
@@ -199,11 +231,13 @@ impl<S: Storage> Shared<S> {
     pub(crate) fn sync_to(&self, target: u64) -> Result<(), SendError> {
         let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(e) = self.poison.get() {
-                return Err(SendError::Poisoned(Arc::clone(e)));
-            }
+            // Durable before anything failed (and, in `Sync` mode, published):
+            // done, whatever failed since.
             if st.synced >= target {
                 return Ok(());
+            }
+            if let Some(e) = self.poison.get() {
+                return Err(SendError::Poisoned(Arc::clone(e)));
             }
             if !st.in_progress {
                 break;
@@ -219,35 +253,46 @@ impl<S: Storage> Shared<S> {
             let sealed = std::mem::take(&mut w.unsynced);
             (Arc::clone(&w.file), sealed, dir_dirty, w.next_seq, w.id, w.map.pos())
         };
-        let result = sealed
-            .iter()
-            .try_for_each(|&sealed| self.sync_sealed(sealed))
-            .and_then(|()| file.sync_data())
-            .and_then(|()| {
-                if dir_dirty {
-                    self.storage.sync_dir(&self.dir)
-                } else {
-                    Ok(())
-                }
-            });
-
         // A concurrent rotation's fsync of the same file may have failed
         // (and been reported) even though ours succeeded: trust neither.
-        let result = result.and_then(|()| match self.poison.get() {
-            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            None => Ok(()),
+        let result = self.fsync_segments(|| {
+            sealed
+                .iter()
+                .try_for_each(|&sealed| self.sync_sealed(sealed))
+                .and_then(|()| file.sync_data())
+                .and_then(|()| {
+                    if dir_dirty {
+                        self.storage.sync_dir(&self.dir)
+                    } else {
+                        Ok(())
+                    }
+                })
         });
         let outcome = match result {
-            Ok(()) => {
-                if self.config.durability == Durability::Sync {
-                    let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(()) if self.config.durability == Durability::Sync => {
+                let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                // Checked again under the writer lock: a rotation whose fsync
+                // failed after ours succeeded has discarded the unpublished
+                // frames of this segment, ours among them, and poisoned the
+                // channel before releasing the lock. Then they are gone, and
+                // so must the rest be: their sends fail.
+                if let Some(e) = self.poison.get() {
+                    // Every unpublished frame of the active segment belongs
+                    // to a send still waiting for a sync, which now fails.
+                    w.map.discard_unpublished();
+                    Err(SendError::Poisoned(Arc::clone(e)))
+                } else {
                     if w.id == id {
                         w.map.publish_to(pos);
                     }
                     drop(w);
                     self.published_seq.fetch_max(upto, Ordering::AcqRel);
                     self.notify.notify_if_waiting();
+                    self.synced_seq.fetch_max(upto, Ordering::AcqRel);
+                    Ok(upto)
                 }
+            }
+            Ok(()) => {
                 self.synced_seq.fetch_max(upto, Ordering::AcqRel);
                 Ok(upto)
             }
@@ -256,7 +301,9 @@ impl<S: Storage> Shared<S> {
                 // dropped the dirty pages, so a later success would lie. The
                 // frames it covered are erased, so they are never delivered.
                 let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-                if self.config.durability == Durability::Sync && w.id == id {
+                if self.config.durability == Durability::Sync {
+                    // The active segment's unpublished frames, whichever
+                    // segment that is now: their sends fail.
                     w.map.discard_unpublished();
                 }
                 Err(self.poison_with(&w, e))
@@ -267,9 +314,12 @@ impl<S: Storage> Shared<S> {
         if let Ok(upto) = outcome {
             st.synced = st.synced.max(upto);
         }
+        // A `Sync`-mode rotation may have made (and published) this caller's
+        // message durable before the failure: then its send succeeded.
+        let covered = st.synced >= target;
         drop(st);
         self.sync_cv.notify_all();
-        outcome.map(drop)
+        if covered { Ok(()) } else { outcome.map(drop) }
     }
 }
 

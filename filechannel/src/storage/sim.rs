@@ -109,6 +109,8 @@ struct State {
     snapshot: Option<Snapshot>,
     fail: Option<FailPlan>,
     log: Vec<(u64, OpKind)>,
+    /// Operations failed by the [`FailPlan`].
+    failed: Vec<(u64, OpKind)>,
 }
 
 impl State {
@@ -125,6 +127,7 @@ impl State {
         if let Some(plan) = self.fail
             && (self.ops == plan.from_op || (!plan.once && self.ops > plan.from_op))
         {
+            self.failed.push((self.ops, kind));
             return Err(io::Error::new(plan.kind, "simulated I/O error"));
         }
         self.log.push((self.ops, kind));
@@ -254,6 +257,11 @@ impl SimStorage {
     /// The log of successful operations.
     pub fn log(&self) -> Vec<(u64, OpKind)> {
         self.state().log.clone()
+    }
+
+    /// The operations the [`FailPlan`] failed, with their numbers.
+    pub fn failed(&self) -> Vec<(u64, OpKind)> {
+        self.state().failed.clone()
     }
 }
 
