@@ -42,8 +42,6 @@ pub(crate) struct Cursor {
     pub reading: AtomicU64,
     /// Sequence number of its first message not yet consumed.
     pub consumed: AtomicU64,
-    /// An acking receiver's (or a ghost's).
-    pub acking: bool,
 }
 
 /// The on-disk head: the lowest sequence number any receiver still needs.
@@ -52,8 +50,6 @@ pub(crate) struct HeadFile<S: Storage> {
     path: PathBuf,
     generation: u64,
     pub seq: u64,
-    /// See [`HeadSlot::acking`].
-    pub acking: bool,
     /// What the file says now: see [`HeadSlot::clean`].
     pub clean: bool,
     /// Written since its last fsync.
@@ -110,7 +106,6 @@ impl<S: Storage> HeadFile<S> {
             path,
             generation: best.map_or(0, |b| b.generation),
             seq: best.map_or(0, |b| b.head_seq),
-            acking: best.is_some_and(|b| b.acking),
             clean: best.is_some_and(|b| b.clean),
             dirty: false,
         })
@@ -118,21 +113,20 @@ impl<S: Storage> HeadFile<S> {
 
     /// Records a new head in the slot not holding the current one.
     /// The file then says "not clean": the channel is in use.
-    pub(crate) fn store(&mut self, seq: u64, acking: bool, sync: bool) -> std::io::Result<()> {
-        self.write(seq, acking, false, sync)
+    pub(crate) fn store(&mut self, seq: u64, sync: bool) -> std::io::Result<()> {
+        self.write(seq, false, sync)
     }
 
     /// Records, fsynced, that the channel was closed with everything synced.
     pub(crate) fn store_clean(&mut self) -> std::io::Result<()> {
-        self.write(self.seq, self.acking, true, true)
+        self.write(self.seq, true, true)
     }
 
-    fn write(&mut self, seq: u64, acking: bool, clean: bool, sync: bool) -> std::io::Result<()> {
+    fn write(&mut self, seq: u64, clean: bool, sync: bool) -> std::io::Result<()> {
         let generation = self.generation + 1;
         let slot = HeadSlot {
             generation,
             head_seq: seq,
-            acking,
             clean,
         };
         self.file
@@ -140,7 +134,6 @@ impl<S: Storage> HeadFile<S> {
         self.dirty = true;
         self.generation = generation;
         self.seq = seq;
-        self.acking = acking;
         self.clean = clean;
         if sync {
             self.sync()?;
@@ -281,9 +274,8 @@ impl<S: Storage> Catalog<S> {
             return;
         };
         let needed = self.needed_seq();
-        let acking = !self.ghosts.is_empty() || self.cursors.iter().any(|c| c.acking);
-        if (needed > self.head.seq || acking != self.head.acking)
-            && let Err(e) = self.head.store(needed, acking, sync)
+        if needed > self.head.seq
+            && let Err(e) = self.head.store(needed, sync)
         {
             // The head only spares a new receiver messages already consumed;
             // a stale head means redelivery, never loss.

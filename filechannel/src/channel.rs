@@ -1,6 +1,6 @@
 //! The channel handle, the sender, and the state they share.
 
-use crate::catalog::{Catalog, Cursor, HEAD_FILE, HeadFile};
+use crate::catalog::{Catalog, HEAD_FILE, HeadFile};
 use crate::config::{Builder, Durability};
 use crate::error::{Error, SendError};
 use crate::format;
@@ -209,13 +209,11 @@ impl<S: Storage> FileChannel<S> {
         if head.clean {
             // In use from now on: a crash before the next clean close must
             // make the next open scan.
-            let (seq, acking) = (head.seq, head.acking);
-            head.store(seq, acking, true).map_err(|e| Error::io(head.path(), e))?;
+            let seq = head.seq;
+            head.store(seq, true).map_err(|e| Error::io(head.path(), e))?;
         }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
         let active_id = active.id;
-        let acking = head.acking;
-        let head_seq = head.seq;
         let mut spares = Vec::new();
         for path in recovered.spares {
             let len = storage
@@ -224,7 +222,7 @@ impl<S: Storage> FileChannel<S> {
                 .map_err(|e| Error::io(&path, e))?;
             spares.push((path, len));
         }
-        let mut catalog = Catalog {
+        let catalog = Catalog {
             segments: recovered.segments,
             active_id: active.id,
             active_map: Arc::clone(&active.map),
@@ -238,18 +236,6 @@ impl<S: Storage> FileChannel<S> {
             loading: std::collections::BTreeSet::new(),
             decompressions: 0,
         };
-        if acking {
-            // What an acking receiver of the last process had not acked stays
-            // for the next acking receiver, as it would have in that process
-            // (a plain receiver reading past it must not let it go).
-            let floor = catalog.start_segment(head_seq);
-            catalog.ghosts.push(Arc::new(Cursor {
-                floor: floor.into(),
-                reading: floor.into(),
-                consumed: head_seq.into(),
-                acking: true,
-            }));
-        }
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos, sync)),
             catalog: Mutex::new(catalog),

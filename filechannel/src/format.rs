@@ -220,28 +220,22 @@ impl FrameHeader {
 /// 4..8    version (u32) = 1
 /// 8..16   generation (u64), +1 per write
 /// 16..24  head_seq (u64)
-/// 24..28  reserved, zero
+/// 24..28  flags (u32): bit 0 clean (written by a close with everything
+///         fsynced); other bits zero
 /// 28..32  CRC32 of bytes 0..28
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeadSlot {
     pub generation: u64,
     pub head_seq: u64,
-    /// Some acking receiver (live, or dropped with messages it had not
-    /// acked) needs the messages from `head_seq` on: after a reopen they are
-    /// kept for the next acking receiver (a ghost cursor), as they would
-    /// have been in the process that wrote this.
-    pub acking: bool,
     /// Written by `close` after everything was fsynced: no segment can have
     /// lost pages, so the next open may trust every older segment's seal
     /// without scanning its frames.
     pub clean: bool,
 }
 
-/// Bit 0 of a head slot's flags: [`HeadSlot::acking`].
-const HEAD_FLAG_ACKING: u32 = 1;
-/// Bit 1 of a head slot's flags: [`HeadSlot::clean`].
-const HEAD_FLAG_CLEAN: u32 = 2;
+/// Bit 0 of a head slot's flags: [`HeadSlot::clean`].
+const HEAD_FLAG_CLEAN: u32 = 1;
 
 pub(crate) const HEAD_MAGIC: [u8; 4] = *b"FCHD";
 pub(crate) const HEAD_SLOT_LEN: u64 = 32;
@@ -253,7 +247,7 @@ impl HeadSlot {
         b[4..8].copy_from_slice(&1u32.to_le_bytes());
         b[8..16].copy_from_slice(&self.generation.to_le_bytes());
         b[16..24].copy_from_slice(&self.head_seq.to_le_bytes());
-        let flags = if self.acking { HEAD_FLAG_ACKING } else { 0 } | if self.clean { HEAD_FLAG_CLEAN } else { 0 };
+        let flags = if self.clean { HEAD_FLAG_CLEAN } else { 0 };
         b[24..28].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -267,7 +261,6 @@ impl HeadSlot {
         Some(HeadSlot {
             generation: u64_at(b, 8),
             head_seq: u64_at(b, 16),
-            acking: u32_at(b, 24) & HEAD_FLAG_ACKING != 0,
             clean: u32_at(b, 24) & HEAD_FLAG_CLEAN != 0,
         })
     }
@@ -405,16 +398,15 @@ mod tests {
 
     #[test]
     fn head_slot_round_trips_and_rejects_torn_slot() {
-        for (acking, clean) in [(false, false), (true, false), (false, true), (true, true)] {
+        for clean in [false, true] {
             let s = HeadSlot {
                 generation: 9,
                 head_seq: 1234,
-                acking,
                 clean,
             };
             let mut b = s.to_bytes();
             assert_eq!(HeadSlot::from_bytes(&b), Some(s));
-            assert_eq!(b[24], u8::from(acking) | u8::from(clean) << 1);
+            assert_eq!(b[24], u8::from(clean));
             b[17] ^= 0x40;
             assert_eq!(HeadSlot::from_bytes(&b), None);
         }

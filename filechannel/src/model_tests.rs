@@ -62,12 +62,6 @@ impl Model {
             .map_or(self.head, |m| m.max(self.head))
     }
 
-    /// Whether an acking receiver, live or dropped (a ghost), is around:
-    /// the head file records it, and a reopen keeps a ghost at the head.
-    fn acking(&self) -> bool {
-        !self.ghosts.is_empty() || self.rxs.iter().any(|r| r.acking)
-    }
-
     fn drop_rx(&mut self, i: usize) {
         self.head = self.head.max(self.needed());
         let r = self.rxs.remove(i);
@@ -161,16 +155,14 @@ impl ReferenceStateMachine for Model {
                     s.drop_rx(0);
                 }
                 s.head = s.head.max(s.needed());
-                s.ghosts = if s.acking() { vec![s.head] } else { Vec::new() };
+                s.ghosts.clear();
                 s.uncertain = s.uncertain.map(|(lo, hi)| (lo, hi.max(s.head)));
             }
             Op::CrashReopen => {
                 let hi = s.needed().max(s.uncertain.map_or(0, |u| u.1));
                 let lo = s.uncertain.map_or(s.head, |u| u.0).min(s.head);
-                // The ghost sits at the head on disk, somewhere in the
-                // range; the model's receivers start at its top.
-                s.ghosts = if s.acking() { vec![hi] } else { Vec::new() };
                 s.rxs.clear();
+                s.ghosts.clear();
                 s.uncertain = Some((lo, hi));
                 s.head = hi;
             }

@@ -132,17 +132,12 @@ impl<S: Storage> Receiver<S> {
                 floor: id.into(),
                 reading: id.into(),
                 consumed: head.into(),
-                acking,
             });
             cat.cursors.push(Arc::clone(&cursor));
             if acking {
                 // This receiver starts at or before every dropped acking
                 // receiver's position, so it takes over what they left.
                 cat.ghosts.clear();
-                // Records in the head that an acking receiver exists, so that
-                // a reopen keeps what it will not have acked (its first head
-                // write; later ones only move the head).
-                cat.collect(&shared.storage, &shared.dir, shared.is_sync());
             }
             (cursor, id, head)
         };

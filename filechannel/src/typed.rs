@@ -1073,8 +1073,12 @@ impl<T: Message + ?Sized> Message for Box<T> {
     }
 }
 impl<T: Message, C: Codec> Migrate<C> for Box<T> {}
+/// A field's shape: the same as `T`'s. (A derived type's fingerprint also
+/// folds in each field's type as written, so `item: Box<Item>` and `item:
+/// Item` differ there; keeping `Box<T>`'s own fingerprint `T`'s keeps
+/// registries written before `Box<T>` got its own tag valid.)
 impl<T: Shape + ?Sized> Shape for Box<T> {
-    const FINGERPRINT: u64 = combine(name_hash("Box"), T::FINGERPRINT);
+    const FINGERPRINT: u64 = T::FINGERPRINT;
 }
 impl<T: Shape> Shape for [T] {
     const FINGERPRINT: u64 = combine(name_hash("Vec"), T::FINGERPRINT);

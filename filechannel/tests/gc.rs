@@ -225,58 +225,6 @@ fn session_with_an_ack_receiver(dir: &std::path::Path, received: u64, acked: u64
     ch.close().unwrap();
 }
 
-/// The same across a restart: the head file records that an acking
-/// receiver was around, and the reopened channel keeps what it had not acked
-/// for the next acking receiver, however far a plain receiver reads first.
-#[test]
-fn unacked_messages_wait_for_the_next_ack_receiver_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    session_with_an_ack_receiver(dir.path(), 100, 40);
-    let ch = open_small(dir.path());
-    let mut fast = ch.rx();
-    assert_eq!(drain(&mut fast).len(), 260);
-    ch.tx().send(&payload(300, 200)).unwrap();
-    assert_eq!(drain(&mut fast).len(), 1);
-    let mut next_worker = ch.rx_ack();
-    let first = next_worker.try_recv().expect("message 40 is still there");
-    assert_eq!(check_payload(&first), 40);
-    let rest = drain(&mut next_worker).len() as u64;
-    assert_eq!(rest, 260);
-    // Acked, it goes as usual.
-    next_worker.ack(rest + 1).unwrap();
-    assert_eq!(segment_files(dir.path()).len(), 1);
-}
-
-/// An acking receiver that never acked holds everything; a channel that
-/// never had one keeps nothing back for one after a restart.
-#[test]
-fn a_restart_keeps_messages_only_for_acking_receivers() {
-    for acking in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let ch = open_small(dir.path());
-            let tx = ch.tx();
-            for seq in 0..100 {
-                tx.send(&payload(seq, 200)).unwrap();
-            }
-            let _worker = acking.then(|| ch.rx_ack());
-            let mut plain = ch.rx();
-            assert_eq!(drain(&mut plain).len(), 100);
-            drop(plain);
-            ch.close().unwrap();
-        }
-        let ch = open_small(dir.path());
-        let mut fast = ch.rx();
-        assert_eq!(drain(&mut fast).len(), if acking { 100 } else { 0 });
-        let mut worker = ch.rx_ack();
-        let got = drain(&mut worker);
-        assert_eq!(got.len(), if acking { 100 } else { 0 });
-        if acking {
-            assert_eq!(check_payload(&got[0]), 0);
-        }
-    }
-}
-
 /// A head behind the oldest segment (a power loss took back a head write
 /// that was not fsynced, while the segment deletions it allowed were): a new
 /// acking receiver starts at the oldest message there is, and cannot ack

@@ -155,6 +155,14 @@ enum Event {
     Stop { reason: String },
 }
 
+/// A `Box` field: `Box<T>` has a tag of its own (rkyv lays it out apart
+/// from `T`), but its shape is `T`'s, so this fingerprint is what it was
+/// before that.
+#[derive(Message, Serialize, Deserialize)]
+struct Boxed {
+    item: Box<before::Item>,
+}
+
 /// Fingerprints are stored on disk: they must never change with a compiler,
 /// `proc-macro2` or crate upgrade. These literals pin them.
 #[test]
@@ -170,6 +178,7 @@ fn fingerprints_are_pinned() {
         ),
         ("Node", <Node as Shape>::FINGERPRINT, 0x07863d3359cb2089),
         ("Event", <Event as Shape>::FINGERPRINT, 0x989155a0d69f1957),
+        ("Boxed", <Boxed as Shape>::FINGERPRINT, 0xd514d08df365af7f),
     ];
     let changed: Vec<String> = pins
         .iter()

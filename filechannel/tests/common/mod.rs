@@ -72,9 +72,8 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Rewrites `dir`'s head file by its documented layout (two 32-byte slots:
 /// magic `FCHD`, version 1, generation, head sequence number, flags, CRC-32
-/// of bytes 0..28): both slots say `head_seq` with `flags` (bit 0 an acking
-/// receiver is around, bit 1 the last close was clean). Flags 0 is what a
-/// crash leaves.
+/// of bytes 0..28): both slots say `head_seq` with `flags` (bit 0: the last
+/// close was clean). Flags 0 is what a crash leaves.
 pub fn write_head(dir: &Path, head_seq: u64, flags: u32) {
     let mut slots = Vec::new();
     for generation in [1u64, 2] {
