@@ -188,6 +188,9 @@ pub(crate) struct Catalog<S: Storage> {
     pub loading: BTreeSet<u64>,
     /// How many times a compressed segment was decompressed for reading.
     pub decompressions: u64,
+    /// A retired segment's removal is not known to be on disk (the directory
+    /// fsync after it failed): nothing more is retired until one succeeds.
+    pub dir_unsynced: bool,
 }
 
 /// What a receiver gets when it enters a segment.
@@ -281,6 +284,15 @@ impl<S: Storage> Catalog<S> {
             // a stale head means redelivery, never loss.
             tracing::warn!(path = %self.head.path().display(), error = %e, "could not record the head");
         }
+        if self.dir_unsynced {
+            match storage.sync_dir(dir) {
+                Ok(()) => self.dir_unsynced = false,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not sync the directory; retiring no more segments until it can be");
+                    return;
+                }
+            }
+        }
         let limit = min_floor.min(self.active_id).min(self.compressing.unwrap_or(u64::MAX));
         while let Some((&id, _)) = self.segments.first_key_value() {
             if id >= limit {
@@ -292,6 +304,9 @@ impl<S: Storage> Catalog<S> {
             }
             self.segments.remove(&id);
             self.read_maps.remove(&id);
+            if self.dir_unsynced {
+                break;
+            }
         }
     }
 
@@ -325,9 +340,13 @@ impl<S: Storage> Catalog<S> {
             }
         }
         // The file is gone from the chain either way; a failed directory
-        // fsync must not make GC retry a file that no longer exists.
+        // fsync must not make GC retry a file that no longer exists. But
+        // the next segment must not go before this removal is on disk (a
+        // power loss could bring this one back after a newer one went, a
+        // hole in the chain): `collect` stops, and retries the fsync first.
         if let Err(e) = storage.sync_dir(dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "could not sync the directory after retiring a segment");
+            self.dir_unsynced = true;
         }
         Ok(())
     }

@@ -235,6 +235,7 @@ impl<S: Storage> FileChannel<S> {
             compressing: None,
             loading: std::collections::BTreeSet::new(),
             decompressions: 0,
+            dir_unsynced: false,
         };
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos, sync)),

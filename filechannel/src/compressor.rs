@@ -267,7 +267,10 @@ fn write_compressed<S: Storage>(sh: &Shared<S>, job: &Job) -> std::io::Result<Pa
     // From the rename on, open() settles any crash (the valid copy wins). If
     // the directory fsync fails, the copy goes again: a compressed file the
     // catalog does not know of must not outlive the plain segment.
-    sh.storage.rename(&tmp, &packed)?;
+    if let Err(e) = sh.storage.rename(&tmp, &packed) {
+        let _ = sh.storage.remove(&tmp);
+        return Err(e);
+    }
     if let Err(e) = sh.storage.sync_dir(dir) {
         let _ = sh.storage.remove(&packed);
         return Err(e);

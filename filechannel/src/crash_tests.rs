@@ -364,6 +364,7 @@ fn failing_each_storage_operation_returns_errors_and_keeps_the_channel_readable(
     assert_eq!(clean.errors, 0);
     let total = dry.ops();
     let (mut runs, mut with_errors) = (0, 0);
+    let (mut failed_dir_syncs_after_retire, mut retired_after_failed_dir_sync) = (0, 0);
     for from_op in 1..=total {
         for (once, kind) in [
             (true, std::io::ErrorKind::Other),
@@ -372,12 +373,21 @@ fn failing_each_storage_operation_returns_errors_and_keeps_the_channel_readable(
             (false, std::io::ErrorKind::StorageFull),
         ] {
             let sim = SimStorage::new();
-            sim.fail(FailPlan { from_op, once, kind });
+            sim.fail(FailPlan {
+                from_op,
+                once,
+                kind,
+                only_dir_syncs: false,
+            });
             let what = format!("op {from_op} failing ({kind:?}, once: {once})");
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| error_workload(&sim, dir)))
                 .unwrap_or_else(|_| panic!("{what}: panicked"));
             runs += 1;
             with_errors += u64::from(outcome.errors > 0);
+            if let Some(retired) = segment_retired_before_dir_synced(&sim) {
+                failed_dir_syncs_after_retire += 1;
+                retired_after_failed_dir_sync += u64::from(retired);
+            }
             sim.crash_now();
             let Some(snapshot) = sim.snapshot() else { continue };
             let image = snapshot.process_crash_image();
@@ -394,6 +404,113 @@ fn failing_each_storage_operation_returns_errors_and_keeps_the_channel_readable(
             );
         }
     }
-    eprintln!("error-injection runs: {runs} ({with_errors} saw an error), {total} operations per workload");
+    eprintln!(
+        "error-injection runs: {runs} ({with_errors} saw an error), {total} operations per workload; \
+         {failed_dir_syncs_after_retire} failed a directory fsync right after retiring a segment"
+    );
     assert!(with_errors > runs / 2);
+    assert_eq!(
+        retired_after_failed_dir_sync, 0,
+        "a segment was retired while an earlier retirement was not synced in the directory"
+    );
+}
+
+/// GC stops at a directory fsync that fails after a retirement, and retires
+/// nothing more until a retried one succeeds (deterministic: the plan fails
+/// the first directory fsync after it is set, which is the retirement's).
+#[test]
+fn gc_waits_for_the_directory_fsync_after_a_retirement() {
+    let dir = Path::new("/sim/gc");
+    let sim = SimStorage::new();
+    let ch = FileChannel::builder()
+        .segment_size(4096)
+        .durability(Durability::Flush)
+        .compression(Compression::None)
+        .open_with(sim.clone(), dir)
+        .expect("open");
+    let tx = ch.tx();
+    let mut rx = ch.rx_ack();
+    for seq in 0..40 {
+        tx.send(&payload(seq, 1000)).expect("send");
+    }
+    for _ in 0..40 {
+        rx.try_recv().expect("a message");
+    }
+    sim.fail(crate::storage::sim::FailPlan {
+        from_op: 1,
+        once: true,
+        kind: std::io::ErrorKind::Other,
+        only_dir_syncs: true,
+    });
+    let retired = |sim: &SimStorage| {
+        let plain = |p: &Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(crate::format::parse_segment_file_name)
+                .is_some()
+        };
+        sim.log()
+            .iter()
+            .filter(|(_, op)| matches!(op, OpKind::Rename(from, _) | OpKind::Remove(from) if plain(from)))
+            .count()
+    };
+    let before = retired(&sim);
+    rx.ack(40).expect("ack");
+    assert_eq!(sim.failed().len(), 1, "the retirement's directory fsync failed");
+    assert_eq!(segment_retired_before_dir_synced(&sim), Some(false));
+    let after_failure = retired(&sim);
+    assert!(after_failure > before, "the first segment was retired");
+    // The next collect syncs the directory first, then retires the rest.
+    tx.send(&payload(40, 1000)).expect("send");
+    rx.try_recv().expect("a message");
+    rx.ack(1).expect("ack");
+    assert!(
+        retired(&sim) > after_failure + 2,
+        "GC went on once the directory was synced"
+    );
+}
+
+/// Whether, after a directory fsync that failed right after a segment file
+/// was retired (removed, or renamed to a spare), another segment file was
+/// retired before a directory fsync succeeded: a power loss could then bring
+/// back the older one after the newer one went. `None` if no directory fsync
+/// failed right after a retirement.
+fn segment_retired_before_dir_synced(sim: &SimStorage) -> Option<bool> {
+    let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+    let plain = |p: &Path| {
+        name(p)
+            .and_then(|n| crate::format::parse_segment_file_name(&n))
+            .is_some()
+    };
+    let log = sim.log();
+    // Removing a plain file after its compressed copy took its place keeps
+    // the chain whole: not a retirement.
+    let compressed = |p: &Path, before: u64| {
+        log.iter().any(|(n, op)| {
+            *n < before
+                && matches!(op, OpKind::Rename(_, to) if name(to).is_some_and(|t| Some(t) == name(p).map(|n| n + ".z")))
+        })
+    };
+    let retires = |n: u64, op: &OpKind| match op {
+        OpKind::Remove(p) => plain(p) && !compressed(p, n),
+        OpKind::Rename(from, _) => plain(from),
+        _ => false,
+    };
+    let &(failed_at, _) = sim.failed().iter().find(|(_, op)| matches!(op, OpKind::SyncDir(_)))?;
+    // A retirement since the last directory fsync before the failed one.
+    let retired_just_before = log
+        .iter()
+        .rev()
+        .filter(|(n, _)| *n < failed_at)
+        .take_while(|(_, op)| !matches!(op, OpKind::SyncDir(_)))
+        .any(|(n, op)| retires(*n, op));
+    if !retired_just_before {
+        return None;
+    }
+    Some(
+        log.iter()
+            .filter(|(n, _)| *n > failed_at)
+            .take_while(|(_, op)| !matches!(op, OpKind::SyncDir(_)))
+            .any(|(n, op)| retires(*n, op)),
+    )
 }

@@ -203,6 +203,7 @@ fn failure_during_sync_sends() {
         from_op,
         once: true,
         kind: std::io::ErrorKind::Other,
+        only_dir_syncs: false,
     });
     let mut rx = ch.rx();
     let senders: Vec<_> = (0..SENDERS)

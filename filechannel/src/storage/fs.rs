@@ -151,9 +151,11 @@ impl StorageFile for FsFile {
             Ok(()) => Ok(()),
             // A file system without fallocate: fall back to writing zeros,
             // which reserves the blocks on in-place file systems (and fails
-            // with ENOSPC here rather than later through the map). Copy-on-
-            // write file systems (btrfs, ZFS) support fallocate; without it
-            // they could not promise the space at all.
+            // with ENOSPC here rather than later through the map). On
+            // copy-on-write file systems (btrfs, ZFS) no reservation covers
+            // later overwrites: a map store there can still meet a full disk
+            // as SIGBUS. The no-SIGBUS promise holds on in-place file
+            // systems (ext4, XFS); see README.
             Err(rustix::io::Errno::OPNOTSUPP) => {
                 let cur = self.len()?;
                 if cur < len {
@@ -242,8 +244,9 @@ fn write_zeros(file: &File, mut offset: u64, len: u64) -> io::Result<()> {
 // SAFETY: `MmapRaw` keeps its region mapped, at one address, until dropped.
 // `map` maps only bytes that exist in the file (the caller passes at most the
 // file's length, and segment files are never truncated while mapped), so
-// reading the region cannot fault; the region is writable exactly when mapped
-// with `writable`.
+// reading the region never touches memory outside the file (a disk read
+// error on a page is still SIGBUS: inherent to memory maps); the region is
+// writable exactly when mapped with `writable`.
 unsafe impl StorageMap for FsMap {
     fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()

@@ -4,7 +4,9 @@
 //! The channel is generic over the backend (static dispatch), so the seam costs
 //! nothing at run time.
 //!
-//! All `unsafe` code of the crate lives below this module: the memory maps.
+//! All `unsafe` code of the crate lives below this module, the memory maps,
+//! except the unchecked rkyv access behind `TypedRx::recv_ref_unchecked`
+//! (an `unsafe` API by request) in `typed.rs`.
 
 mod fs;
 mod heap;

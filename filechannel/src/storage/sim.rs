@@ -49,6 +49,9 @@ pub struct FailPlan {
     pub once: bool,
     /// The error: `StorageFull` for ENOSPC, anything else for EIO.
     pub kind: io::ErrorKind,
+    /// Count only directory fsyncs: `from_op` is then the n-th directory
+    /// fsync from the plan on (1-based), not an operation number.
+    pub only_dir_syncs: bool,
 }
 
 /// A file's bytes, kept at a fixed address while mapped.
@@ -111,6 +114,8 @@ struct State {
     log: Vec<(u64, OpKind)>,
     /// Operations failed by the [`FailPlan`].
     failed: Vec<(u64, OpKind)>,
+    /// Directory fsyncs since the plan was set (`FailPlan::only_dir_syncs`).
+    dir_syncs_since_plan: u64,
 }
 
 impl State {
@@ -124,8 +129,17 @@ impl State {
             self.snapshot = Some(self.snapshot_now());
             return Err(io::Error::other("simulated crash"));
         }
-        if let Some(plan) = self.fail
-            && (self.ops == plan.from_op || (!plan.once && self.ops > plan.from_op))
+        let counted = match self.fail {
+            Some(plan) if plan.only_dir_syncs => {
+                if matches!(kind, OpKind::SyncDir(_)) {
+                    self.dir_syncs_since_plan += 1;
+                }
+                matches!(kind, OpKind::SyncDir(_)).then_some(self.dir_syncs_since_plan)
+            }
+            _ => Some(self.ops),
+        };
+        if let (Some(plan), Some(n)) = (self.fail, counted)
+            && (n == plan.from_op || (!plan.once && n > plan.from_op))
         {
             self.failed.push((self.ops, kind));
             return Err(io::Error::new(plan.kind, "simulated I/O error"));
@@ -236,7 +250,9 @@ impl SimStorage {
 
     /// Fail operations as `plan` says.
     pub fn fail(&self, plan: FailPlan) {
-        self.state().fail = Some(plan);
+        let mut st = self.state();
+        st.fail = Some(plan);
+        st.dir_syncs_since_plan = 0;
     }
 
     /// Operations so far.
