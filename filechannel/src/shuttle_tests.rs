@@ -252,14 +252,19 @@ fn iterations() -> usize {
         .unwrap_or(10_000)
 }
 
+/// Runs `scenario` under `n` schedules, half random, half PCT, and returns
+/// `n`. PCT finds bugs that need a few specific preemptions (depth 3): it is
+/// the scheduler that catches a lost wake-up planted in
+/// `Notifier::notify_all` (random schedules did not, in 1,000 runs).
+fn explore(scenario: fn(), n: usize) -> usize {
+    shuttle::check_random(scenario, n / 2);
+    shuttle::check_pct(scenario, n - n / 2, 3);
+    n
+}
+
 #[test]
 fn two_senders_two_receivers() {
-    let n = iterations();
-    shuttle::check_random(scenario, n / 2);
-    // PCT finds bugs that need a few specific preemptions (depth 3): it is
-    // the scheduler that catches a lost wake-up planted in
-    // `Notifier::notify_all` (random schedules did not, in 1,000 runs).
-    shuttle::check_pct(scenario, n - n / 2, 3);
+    let n = explore(scenario, iterations());
     let (c, z, r) = (
         CREATED.load(Ordering::Relaxed),
         COMPRESSED.load(Ordering::Relaxed),
@@ -274,9 +279,7 @@ fn two_senders_two_receivers() {
 
 #[test]
 fn an_fsync_failure_during_sync_sends_confirms_exactly_what_is_delivered() {
-    let n = iterations() / 5;
-    shuttle::check_random(failure_during_sync_sends, n / 2);
-    shuttle::check_pct(failure_during_sync_sends, n - n / 2, 3);
+    let n = explore(failure_during_sync_sends, iterations() / 5);
     let (sends, fsyncs) = (
         FAILED_SENDS.load(Ordering::Relaxed),
         FAILED_FSYNCS.load(Ordering::Relaxed),
@@ -290,9 +293,7 @@ fn an_fsync_failure_during_sync_sends_confirms_exactly_what_is_delivered() {
 
 #[test]
 fn close_races_sync_sends_without_losing_a_confirmed_message() {
-    let n = iterations() / 5;
-    shuttle::check_random(close_races_sync_sends, n / 2);
-    shuttle::check_pct(close_races_sync_sends, n - n / 2, 3);
+    let n = explore(close_races_sync_sends, iterations() / 5);
     let seen: Vec<u64> = CONFIRMED.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     println!("{n} schedules; by sends confirmed before close (0, 1, 2, 3): {seen:?}");
     assert!(seen[1] + seen[2] > 0, "close never landed between two sends");
