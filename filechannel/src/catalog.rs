@@ -57,8 +57,8 @@ pub(crate) struct HeadFile<S: Storage> {
 }
 
 /// The newest valid slot of a head file, if any.
-fn read_head<F: StorageFile>(file: &F, path: &Path) -> Result<Option<HeadSlot>, Error> {
-    let len = file.len().map_err(|e| Error::io(path, e))?;
+/// `len` is the file's length.
+fn read_head<F: StorageFile>(file: &F, path: &Path, len: u64) -> Result<Option<HeadSlot>, Error> {
     let mut best: Option<HeadSlot> = None;
     for slot in 0..2u64 {
         if len < (slot + 1) * HEAD_SLOT_LEN {
@@ -88,7 +88,8 @@ pub(crate) fn last_close_was_clean<S: Storage>(storage: &S, dir: &Path) -> bool 
     let Ok(file) = storage.open(&path, false) else {
         return false;
     };
-    matches!(read_head(&file, &path), Ok(Some(slot)) if slot.clean)
+    let Ok(len) = file.len() else { return false };
+    matches!(read_head(&file, &path, len), Ok(Some(slot)) if slot.clean)
 }
 
 impl<S: Storage> HeadFile<S> {
@@ -97,7 +98,7 @@ impl<S: Storage> HeadFile<S> {
         let path = dir.join(HEAD_FILE);
         let file = storage.open_or_create(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.len().map_err(|e| Error::io(&path, e))?;
-        let best = read_head(&file, &path)?;
+        let best = read_head(&file, &path, len)?;
         if len == 0 && sync {
             storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
         }

@@ -443,15 +443,9 @@ fn gc_waits_for_the_directory_fsync_after_a_retirement() {
         only_dir_syncs: true,
     });
     let retired = |sim: &SimStorage| {
-        let plain = |p: &Path| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(crate::format::parse_segment_file_name)
-                .is_some()
-        };
         sim.log()
             .iter()
-            .filter(|(_, op)| matches!(op, OpKind::Rename(from, _) | OpKind::Remove(from) if plain(from)))
+            .filter(|(_, op)| matches!(op, OpKind::Rename(from, _) | OpKind::Remove(from) if is_plain_segment(from)))
             .count()
     };
     let before = retired(&sim);
@@ -477,11 +471,6 @@ fn gc_waits_for_the_directory_fsync_after_a_retirement() {
 /// failed right after a retirement.
 fn segment_retired_before_dir_synced(sim: &SimStorage) -> Option<bool> {
     let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-    let plain = |p: &Path| {
-        name(p)
-            .and_then(|n| crate::format::parse_segment_file_name(&n))
-            .is_some()
-    };
     let log = sim.log();
     // Removing a plain file after its compressed copy took its place keeps
     // the chain whole: not a retirement.
@@ -492,8 +481,8 @@ fn segment_retired_before_dir_synced(sim: &SimStorage) -> Option<bool> {
         })
     };
     let retires = |n: u64, op: &OpKind| match op {
-        OpKind::Remove(p) => plain(p) && !compressed(p, n),
-        OpKind::Rename(from, _) => plain(from),
+        OpKind::Remove(p) => is_plain_segment(p) && !compressed(p, n),
+        OpKind::Rename(from, _) => is_plain_segment(from),
         _ => false,
     };
     let &(failed_at, _) = sim.failed().iter().find(|(_, op)| matches!(op, OpKind::SyncDir(_)))?;
@@ -513,4 +502,12 @@ fn segment_retired_before_dir_synced(sim: &SimStorage) -> Option<bool> {
             .take_while(|(_, op)| !matches!(op, OpKind::SyncDir(_)))
             .any(|(n, op)| retires(*n, op)),
     )
+}
+
+/// Whether `path` names a plain segment file (`segment.<20 digits>`).
+fn is_plain_segment(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(crate::format::parse_segment_file_name)
+        .is_some()
 }

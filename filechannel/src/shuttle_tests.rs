@@ -82,6 +82,16 @@ fn open(sim: &SimStorage) -> FileChannel<SimStorage> {
         .expect("open")
 }
 
+/// A `Sync`-mode channel of 4 KiB segments, uncompressed.
+fn open_sync(sim: &SimStorage) -> FileChannel<SimStorage> {
+    FileChannel::builder()
+        .segment_size(4096)
+        .durability(Durability::Sync)
+        .compression(Compression::None)
+        .open_with(sim.clone(), Path::new(DIR))
+        .expect("open")
+}
+
 fn scenario() {
     let sim = SimStorage::new();
     let ch = open(&sim);
@@ -158,13 +168,7 @@ static CONFIRMED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 /// closed channel gets it before `Disconnected` (before the fix, `close` let
 /// receivers disconnect while such a message waited for its group commit).
 fn close_races_sync_sends() {
-    let sim = SimStorage::new();
-    let ch = FileChannel::builder()
-        .segment_size(4096)
-        .durability(Durability::Sync)
-        .compression(Compression::None)
-        .open_with(sim.clone(), Path::new(DIR))
-        .expect("open");
+    let ch = open_sync(&SimStorage::new());
     let mut rx = ch.rx();
     let tx = ch.tx();
     let sender = thread::spawn(move || (0..3).take_while(|&i| tx.send(&payload(0, i)).is_ok()).count());
@@ -192,12 +196,7 @@ static FAILED_FSYNCS: AtomicU64 = AtomicU64::new(0);
 fn failure_during_sync_sends() {
     use shuttle::rand::Rng;
     let sim = SimStorage::new();
-    let ch = FileChannel::builder()
-        .segment_size(4096)
-        .durability(Durability::Sync)
-        .compression(Compression::None)
-        .open_with(sim.clone(), Path::new(DIR))
-        .expect("open");
+    let ch = open_sync(&sim);
     let from_op = sim.ops() + shuttle::rand::thread_rng().gen_range(1..120);
     sim.fail(crate::storage::sim::FailPlan {
         from_op,

@@ -183,12 +183,18 @@ impl<S: Storage> Shared<S> {
             // The old segment was fsynced whole and published: its messages'
             // sends are done, even if a group commit covering them fails.
             let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.synced = st.synced.max(w.next_seq);
+            self.record_synced(&mut st, w.next_seq);
             drop(st);
-            self.synced_seq.fetch_max(w.next_seq, Ordering::AcqRel);
             self.sync_cv.notify_all();
         }
         Ok(())
+    }
+
+    /// Every message below `upto` is durable: the group commit's mark (under
+    /// `sync_state`, which `st` is) and `synced_seq`.
+    fn record_synced(&self, st: &mut SyncState, upto: u64) {
+        st.synced = st.synced.max(upto);
+        self.synced_seq.fetch_max(upto, Ordering::AcqRel);
     }
 
     /// Runs `fsyncs` (of segment files and the directory) under the fsync
@@ -288,14 +294,10 @@ impl<S: Storage> Shared<S> {
                     drop(w);
                     self.published_seq.fetch_max(upto, Ordering::AcqRel);
                     self.notify.notify_if_waiting();
-                    self.synced_seq.fetch_max(upto, Ordering::AcqRel);
                     Ok(upto)
                 }
             }
-            Ok(()) => {
-                self.synced_seq.fetch_max(upto, Ordering::AcqRel);
-                Ok(upto)
-            }
+            Ok(()) => Ok(upto),
             Err(e) => {
                 // Never retried: after a failed fsync the kernel may have
                 // dropped the dirty pages, so a later success would lie. The
@@ -312,7 +314,7 @@ impl<S: Storage> Shared<S> {
         let mut st = self.sync_state.lock().unwrap_or_else(PoisonError::into_inner);
         st.in_progress = false;
         if let Ok(upto) = outcome {
-            st.synced = st.synced.max(upto);
+            self.record_synced(&mut st, upto);
         }
         // A `Sync`-mode rotation may have made (and published) this caller's
         // message durable before the failure: then its send succeeded.

@@ -209,22 +209,6 @@ fn dropped_ack_receivers_unacked_messages_stay_for_the_next_ack_receiver() {
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
-/// One process's life: 300 messages of 200 bytes sent, an acking receiver
-/// that receives `received` of them and acks `acked`, then `close`.
-fn session_with_an_ack_receiver(dir: &std::path::Path, received: u64, acked: u64) {
-    let ch = open_small(dir);
-    let tx = ch.tx();
-    for seq in 0..300 {
-        tx.send(&payload(seq, 200)).unwrap();
-    }
-    let mut worker = ch.rx_ack();
-    for _ in 0..received {
-        worker.recv().unwrap();
-    }
-    worker.ack(acked).unwrap();
-    ch.close().unwrap();
-}
-
 /// A head behind the oldest segment (a power loss took back a head write
 /// that was not fsynced, while the segment deletions it allowed were): a new
 /// acking receiver starts at the oldest message there is, and cannot ack
@@ -232,7 +216,19 @@ fn session_with_an_ack_receiver(dir: &std::path::Path, received: u64, acked: u64
 #[test]
 fn a_stale_head_does_not_count_missing_messages_as_received() {
     let dir = tempfile::tempdir().unwrap();
-    session_with_an_ack_receiver(dir.path(), 200, 200);
+    {
+        let ch = open_small(dir.path());
+        let tx = ch.tx();
+        for seq in 0..300 {
+            tx.send(&payload(seq, 200)).unwrap();
+        }
+        let mut worker = ch.rx_ack();
+        for _ in 0..200 {
+            worker.recv().unwrap();
+        }
+        worker.ack(200).unwrap();
+        ch.close().unwrap();
+    }
     // Both head slots say 0, as the file was before any head reached the
     // disk.
     write_head(dir.path(), 0, 0);
