@@ -185,6 +185,38 @@ impl<S: Storage> Receiver<S> {
         self.seq.max(self.skip_below)
     }
 
+    /// Number of messages visible to receivers that this one has not
+    /// received yet: its backlog, [`FileChannel::flush_offset`] minus
+    /// [`read_offset`](Self::read_offset). After a power loss took messages
+    /// that were never fsynced, it counts them until the receiver passes
+    /// the gap.
+    ///
+    /// [`FileChannel::flush_offset`]: crate::FileChannel::flush_offset
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let ch = filechannel::FileChannel::open(dir.path())?;
+    /// let mut rx = ch.rx();
+    /// let tx = ch.tx();
+    /// tx.send(b"a")?;
+    /// tx.send(b"b")?;
+    /// tx.flush()?;
+    /// assert_eq!(rx.len(), 2);
+    /// rx.recv()?;
+    /// assert_eq!(rx.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> u64 {
+        let published = self.shared.published_seq.load(Ordering::Acquire);
+        published.saturating_sub(self.read_offset())
+    }
+
+    /// Whether [`len`](Self::len) is 0: nothing visible is waiting for this
+    /// receiver.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The next message if one is ready.
     fn poll(&mut self) -> Result<Option<Ready>, RecvError> {
         if self.needs_enter {
@@ -543,6 +575,24 @@ impl<S: Storage> std::fmt::Debug for Receiver<S> {
             .field("segment", &self.seg_id)
             .field("read_offset", &self.read_offset())
             .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S: Storage> IntoIterator for &'a mut Receiver<S> {
+    type Item = Result<Vec<u8>, RecvError>;
+    type IntoIter = Iter<'a, S>;
+    /// As [`Receiver::iter`]: `for m in &mut rx` blocks for each message.
+    fn into_iter(self) -> Iter<'a, S> {
+        self.iter()
+    }
+}
+
+impl<'a, S: Storage> IntoIterator for &'a mut AckReceiver<S> {
+    type Item = Result<Vec<u8>, RecvError>;
+    type IntoIter = Iter<'a, S>;
+    /// As [`Receiver::iter`]: `for m in &mut rx` blocks for each message.
+    fn into_iter(self) -> Iter<'a, S> {
+        self.iter()
     }
 }
 

@@ -720,6 +720,18 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
         self.rx.receiver_ref().read_offset()
     }
 
+    /// Messages visible and not received yet (as [`Receiver::len`]; it
+    /// counts messages of every type, since they are only told apart when
+    /// read).
+    pub fn len(&self) -> u64 {
+        self.rx.receiver_ref().len()
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.rx.receiver_ref().is_empty()
+    }
+
     /// The byte receiver underneath.
     pub fn get_ref(&self) -> &R {
         &self.rx
@@ -755,6 +767,15 @@ impl<T, C, R> std::fmt::Debug for TypedRx<T, C, R> {
             .field("type", &std::any::type_name::<T>())
             .field("codec", &std::any::type_name::<C>())
             .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Message + Migrate<C>, C: Decode<T>, R: RawReceiver> IntoIterator for &'a mut TypedRx<T, C, R> {
+    type Item = Result<T, RecvError>;
+    type IntoIter = TypedIter<'a, T, C, R>;
+    /// As [`TypedRx::iter`]: `for v in &mut rx` blocks for each message.
+    fn into_iter(self) -> TypedIter<'a, T, C, R> {
+        self.iter()
     }
 }
 

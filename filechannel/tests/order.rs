@@ -185,3 +185,58 @@ fn recv_timeout_times_out_then_receives() {
     ch.tx().send(b"x").unwrap();
     assert_eq!(rx.recv_deadline(Instant::now() + Duration::from_secs(5)).unwrap(), b"x");
 }
+
+#[test]
+fn len_counts_each_receivers_own_backlog_also_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ch = open_small(dir.path());
+        let tx = ch.tx();
+        let mut fast = ch.rx();
+        let slow = ch.rx();
+        let mut arx = ch.rx_ack();
+        assert!(fast.is_empty() && slow.is_empty() && arx.is_empty());
+        for seq in 0..200 {
+            tx.send(&payload(seq, size_for(seq, 300))).unwrap();
+        }
+        tx.flush().unwrap();
+        assert_eq!((fast.len(), slow.len(), arx.len()), (200, 200, 200));
+        for _ in 0..150 {
+            fast.recv_ref().unwrap();
+        }
+        for _ in 0..40 {
+            arx.recv_ref().unwrap();
+        }
+        arx.ack(30).unwrap();
+        // Fan-out: each receiver's backlog is its own.
+        assert_eq!((fast.len(), slow.len(), arx.len()), (50, 200, 160));
+        drop((fast, slow));
+        ch.close().unwrap();
+    }
+    // After a reopen, an acking receiver's backlog starts at the first
+    // un-acked message: 10 received but not acked come again.
+    let ch = open_small(dir.path());
+    let mut arx = ch.rx_ack();
+    assert_eq!(arx.len(), 170);
+    assert_eq!(check_payload(&arx.recv_ref().unwrap()), 30);
+    assert_eq!(arx.len(), 169);
+}
+
+#[test]
+fn a_receiver_by_mutable_reference_is_an_iterator() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    let mut rx = ch.rx();
+    let mut arx = ch.rx_ack();
+    for seq in 0..10 {
+        ch.tx().send(&payload(seq, 16)).unwrap();
+    }
+    ch.close().unwrap();
+    let mut got = Vec::new();
+    for m in &mut rx {
+        got.push(check_payload(&m.unwrap()));
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert_eq!((&mut arx).into_iter().count(), 10);
+    assert!(rx.is_empty() && arx.is_empty());
+}

@@ -534,9 +534,15 @@ fn iter_yields_decode_errors_and_goes_on() {
     assert_eq!(items[2].as_ref().unwrap(), &3);
     // The blocking iterator ends at close, after what is ready.
     ch.typed_tx::<u64, Postcard>().unwrap().send(&4).unwrap();
+    ch.typed_tx::<u64, Postcard>().unwrap().send(&5).unwrap();
+    assert_eq!(rx.len(), 2);
     ch.close().unwrap();
-    let rest: Vec<u64> = rx.iter().map(Result::unwrap).collect();
-    assert_eq!(rest, [4]);
+    let mut rest = Vec::new();
+    for v in &mut rx {
+        rest.push(v.unwrap());
+    }
+    assert_eq!(rest, [4, 5]);
+    assert!(rx.is_empty());
 }
 
 #[test]
