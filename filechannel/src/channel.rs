@@ -579,12 +579,13 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             let pos = map.published();
             let want = (pos + PREFAULT_WINDOW).min(map.len());
             if sh.is_sync() {
-                // Zero-filled pages are dirty: every group commit's fsync
-                // would write them out ahead of the data. Only fault in.
+                // Zero-filled or write-faulted pages are dirty: every group
+                // commit's fsync would write them out ahead of the data.
+                // Only map them in, clean.
                 prefaulted = prefaulted.max(pos);
                 if prefaulted < want {
                     let step = (want - prefaulted).min(PREFAULT_STEP);
-                    map.prefault_write(prefaulted, step);
+                    map.map_in_ahead(prefaulted, step);
                     prefaulted += step;
                     behind = prefaulted < want;
                 }

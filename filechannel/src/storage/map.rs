@@ -147,9 +147,14 @@ impl SegmentMap {
         self.len
     }
 
-    /// Hints that `[offset, offset + len)` will be written soon.
-    pub(crate) fn prefault_write(&self, offset: usize, len: usize) {
-        self.owner.prefault_write(offset, len);
+    /// Maps `[offset, offset + len)` in ahead of the writer without dirtying
+    /// it (`Sync` mode): the writer's first store to each page then costs a
+    /// write-protect fault, not a page allocation. Write-faulting the pages
+    /// in instead would dirty them, and each group commit's fsync would
+    /// write them out, zeros, ahead of their data (3.5× the bytes to disk
+    /// with 16 senders of 64 B messages, measured).
+    pub(crate) fn map_in_ahead(&self, offset: usize, len: usize) {
+        self.owner.prefault_read(offset, len);
     }
 
     /// Hints that `[offset, offset + len)` will be read soon (only what is
