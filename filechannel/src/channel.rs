@@ -418,6 +418,14 @@ impl<S: Storage> Shared<S> {
         // recycling them. (The maps are dropped after the lock is released.)
         let unserved = std::mem::take(&mut *self.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner));
         drop(unserved);
+        // The flusher is gone: nothing fills ahead any more. (`Sync` mode
+        // fills nothing: its pages ahead are clean.)
+        if !self.is_sync() {
+            self.writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drop_fill_ahead();
+        }
         // Everything appended, not just what is published: in `Sync` mode a
         // sender may have appended and still be waiting for its group
         // commit, and this sync publishes its message too.

@@ -53,6 +53,22 @@ impl<S: Storage> Writer<S> {
         (self.map.remaining() as u64) >= frame_len + FRAME_HEADER_LEN
     }
 
+    /// Turns the zero-filled pages ahead of the last frame back into
+    /// unwritten (still allocated) blocks, at close: they are dirty, and the
+    /// close's fsync would write them out, up to 8 MiB of zeros (measured:
+    /// a close after 1,000 messages of 100 B wrote 8.14 MiB to disk). The
+    /// range holds zeros either way, past every frame. A failure only
+    /// costs that write; it is logged.
+    pub(crate) fn drop_fill_ahead(&self) {
+        let range = self.map.filled_ahead();
+        if range.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.zero_range(range.start as u64, range.len() as u64) {
+            tracing::debug!(segment = self.id, error = %e, "could not drop the zero-filled pages ahead of the writer");
+        }
+    }
+
     /// Channel byte position of the write position.
     pub(crate) fn channel_pos(&self) -> u64 {
         self.base_pos + self.map.pos() as u64 - SEGMENT_HEADER_LEN

@@ -150,3 +150,59 @@ fn sync_mode_maps_pages_ahead_of_the_writer_without_dirtying_them() {
     tx.send(b"more").unwrap();
     assert_eq!(ch.sync_offset(), 17);
 }
+
+/// Where the first byte of data at or after `from` lies in `file`; `None`
+/// when only holes and unwritten blocks follow. With `uncached`, clean
+/// cached pages are dropped first: ext4 counts an unwritten block whose page
+/// is cached (read ahead, say) as data.
+fn next_data(file: &std::path::Path, from: u64, uncached: bool) -> Option<u64> {
+    let f = std::fs::File::open(file).unwrap();
+    if uncached {
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
+    match rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(from)) {
+        Ok(at) => Some(at),
+        Err(rustix::io::Errno::NXIO) => None,
+        Err(e) => panic!("SEEK_DATA: {e}"),
+    }
+}
+
+/// In `Buffered` and `Flush` mode the flusher zero-fills pages ahead of the
+/// writer, which makes them dirty; `close` gives them back (unwritten
+/// blocks, still allocated) so that its fsync does not write megabytes of
+/// zeros, and the channel reopens and goes on as before.
+#[test]
+fn close_does_not_write_out_the_zero_filled_pages_ahead_of_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    let tx = ch.tx();
+    for seq in 0..100 {
+        tx.send(&payload(seq, 100)).unwrap();
+    }
+    tx.flush().unwrap();
+    let segment = segment_files(dir.path()).remove(0);
+    // SEEK_DATA reports unwritten blocks as data once their pages are
+    // cached: the fill ahead of the writer has begun.
+    wait_for("the fill ahead", || {
+        next_data(&segment, 1 << 20, false) == Some(1 << 20)
+    });
+    ch.close().unwrap();
+    drop(ch);
+    // Pages the close's fsync wrote out are written blocks now: data. (The
+    // channel's maps are gone, so every clean page can be dropped.)
+    assert_eq!(
+        next_data(&segment, 1 << 20, true),
+        None,
+        "zeros ahead of the writer were written out"
+    );
+    let ch = FileChannel::open(dir.path()).unwrap();
+    let mut rx = ch.rx();
+    let tx = ch.tx();
+    for seq in 100..200 {
+        tx.send(&payload(seq, 100)).unwrap();
+    }
+    for seq in 0..200 {
+        assert_eq!(check_payload(&rx.recv_ref().unwrap()), seq);
+    }
+    assert!(rx.try_recv().unwrap_err().is_empty());
+}

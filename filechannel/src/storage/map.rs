@@ -293,6 +293,19 @@ impl MapWriter {
         }
     }
 
+    /// The pages ahead of the write position up to the frontier, which the
+    /// writer holds (zero-filled, unless it took the whole map without
+    /// filling it, as in `Sync` mode): from the first page boundary at or
+    /// after the position to the one at or after the frontier (the rest of
+    /// that last page holds zeros or stale bytes, past every frame, too).
+    /// Waits for a fill under way to end; the caller must have stopped the
+    /// flusher, or it may fill further.
+    pub(crate) fn filled_ahead(&self) -> std::ops::Range<usize> {
+        const PAGE: usize = 4096;
+        let end = self.wait_for_fill().next_multiple_of(PAGE).min(self.map.len);
+        self.pos.next_multiple_of(PAGE).min(end)..end
+    }
+
     /// Takes the whole map without filling it: nothing is written to it
     /// after the seal, and the flusher stops filling it.
     pub(crate) fn claim_all(&mut self) {
