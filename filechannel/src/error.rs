@@ -300,3 +300,14 @@ pub enum AckError {
     #[error("cannot ack: the channel is closed; the un-acked messages will be delivered again after a reopen")]
     Closed,
 }
+
+impl AckError {
+    /// Whether this is [`AckError::TooMany`].
+    pub fn is_too_many(&self) -> bool {
+        matches!(self, AckError::TooMany { .. })
+    }
+    /// Whether this is [`AckError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, AckError::Closed)
+    }
+}

@@ -237,7 +237,9 @@ fn a_stale_head_does_not_count_missing_messages_as_received() {
     let start = rx.read_offset();
     assert!(start > 0 && start <= 200, "starts at the oldest kept message, {start}");
     assert_eq!(rx.acked_offset(), start);
-    assert!(matches!(rx.ack(1), Err(AckError::TooMany { unacked: 0, .. })));
+    let refused = rx.ack(1).unwrap_err();
+    assert!(matches!(refused, AckError::TooMany { unacked: 0, .. }));
+    assert!(refused.is_too_many() && !refused.is_closed());
     let first = rx.recv().unwrap();
     assert_eq!(check_payload(&first), start);
     rx.ack(1).unwrap();
@@ -261,7 +263,9 @@ fn ack_after_close_is_refused() {
     drop(ch);
     // Dropping the last handle closed the channel; the receiver drains.
     rx.recv().unwrap();
-    assert!(matches!(rx.ack(1), Err(AckError::Closed)));
+    let refused = rx.ack(1).unwrap_err();
+    assert!(matches!(refused, AckError::Closed));
+    assert!(refused.is_closed() && !refused.is_too_many());
     assert_eq!(rx.acked_offset(), 1);
     drop(rx);
     let ch = open_small(dir.path());
