@@ -176,20 +176,17 @@ impl StorageFile for FsFile {
     }
 
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
-        use rustix::fs::{FallocateFlags, fallocate};
-        if len == 0 {
-            return Ok(());
+        match self.zero_range_in_place(offset, len) {
+            Ok(true) => Ok(()),
+            Ok(false) => write_zeros(&self.0, offset, len),
+            Err(e) => Err(e),
         }
-        match fallocate(
-            &self.0,
-            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        ) {
-            Ok(()) => Ok(()),
-            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => write_zeros(&self.0, offset, len),
-            Err(e) => Err(e.into()),
-        }
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Writing zeros instead would dirty the pages again: the opposite of
+        // what is asked.
+        self.zero_range_in_place(offset, len).map(|_| ())
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -273,6 +270,27 @@ unsafe impl StorageMap for FsMap {
             // and still does, or zeros in part): the writer then takes page
             // faults instead, as without this step.
             let _ = write_zeros(file, offset as u64, (end - offset) as u64);
+        }
+    }
+}
+
+impl FsFile {
+    /// `FALLOC_FL_ZERO_RANGE` (blocks kept, cached pages dropped); `false`
+    /// where the file system does not offer it (tmpfs, NFS, ...).
+    fn zero_range_in_place(&self, offset: u64, len: u64) -> io::Result<bool> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        if len == 0 {
+            return Ok(true);
+        }
+        match fallocate(
+            &self.0,
+            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -79,6 +79,13 @@ pub trait StorageFile: Send + Sync + 'static {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Sets `len` bytes from `offset` to zero, keeping them allocated.
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Gives back the cached pages of `len` bytes from `offset`, which hold
+    /// nothing the caller needs, so that no fsync writes them out: they
+    /// read as zeros afterwards and stay allocated. Where the backend cannot
+    /// do that without writing, it does nothing (the bytes are unchanged).
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.zero_range(offset, len)
+    }
     /// Makes the file's data (written by any path, maps included) durable.
     fn sync_data(&self) -> io::Result<()>;
     /// Maps the first `len` bytes, which must exist; writable maps are shared
