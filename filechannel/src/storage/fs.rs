@@ -138,6 +138,27 @@ impl Storage for Fs {
     }
 }
 
+impl FsFile {
+    /// `FALLOC_FL_ZERO_RANGE` (blocks kept, cached pages dropped); `false`
+    /// where the file system does not offer it (tmpfs, NFS, ...).
+    fn zero_range_in_place(&self, offset: u64, len: u64) -> io::Result<bool> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        if len == 0 {
+            return Ok(true);
+        }
+        match fallocate(
+            &self.0,
+            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl StorageFile for FsFile {
     type Map = FsMap;
 
@@ -270,27 +291,6 @@ unsafe impl StorageMap for FsMap {
             // and still does, or zeros in part): the writer then takes page
             // faults instead, as without this step.
             let _ = write_zeros(file, offset as u64, (end - offset) as u64);
-        }
-    }
-}
-
-impl FsFile {
-    /// `FALLOC_FL_ZERO_RANGE` (blocks kept, cached pages dropped); `false`
-    /// where the file system does not offer it (tmpfs, NFS, ...).
-    fn zero_range_in_place(&self, offset: u64, len: u64) -> io::Result<bool> {
-        use rustix::fs::{FallocateFlags, fallocate};
-        if len == 0 {
-            return Ok(true);
-        }
-        match fallocate(
-            &self.0,
-            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        ) {
-            Ok(()) => Ok(true),
-            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => Ok(false),
-            Err(e) => Err(e.into()),
         }
     }
 }
