@@ -206,6 +206,10 @@ impl SegmentMap {
         {
             return false;
         }
+        let bit = FillingBit {
+            granted: &self.granted,
+            from,
+        };
         // SAFETY: `[from, to)` lies inside the region (`to <= len`) and above
         // the frontier, which nobody else passes or fills while `FILLING` is
         // set, so nothing writes it; it is above `published` too (published
@@ -213,8 +217,24 @@ impl SegmentMap {
         // slice of it. It holds zeros or (in a recycled segment) stale bytes
         // past every frame: zeroing it changes nothing anyone reads.
         unsafe { self.owner.prepare_write(from, to - from) };
+        std::mem::forget(bit);
         self.granted.store(to, Ordering::Release);
         true
+    }
+}
+
+/// Gives the frontier back at `from` if a fill unwinds: a `FILLING` bit
+/// left set would keep the writer waiting for a fill that never ends (in
+/// `claim`, and `close` in `filled_ahead`). The range may be part zeroed,
+/// which is harmless: its bytes never mattered.
+struct FillingBit<'a> {
+    granted: &'a AtomicUsize,
+    from: usize,
+}
+
+impl Drop for FillingBit<'_> {
+    fn drop(&mut self) {
+        self.granted.store(self.from, Ordering::Release);
     }
 }
 
@@ -433,5 +453,54 @@ mod tests {
                 "record at {start} changed in the file"
             );
         }
+    }
+
+    /// A writable map whose first zero-fill panics.
+    struct FillPanics<M> {
+        inner: M,
+        panicked: AtomicBool,
+    }
+
+    // SAFETY: the region is `inner`'s, which upholds the contract.
+    unsafe impl<M: StorageMap> StorageMap for FillPanics<M> {
+        fn as_ptr(&self) -> *mut u8 {
+            self.inner.as_ptr()
+        }
+
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+
+        unsafe fn prepare_write(&self, offset: usize, len: usize) {
+            assert!(self.panicked.swap(true, Ordering::Relaxed), "the fill panics");
+            // SAFETY: our caller's promise, passed on.
+            unsafe { self.inner.prepare_write(offset, len) }
+        }
+    }
+
+    /// A fill that unwinds gives the frontier back: the writer then fills
+    /// for itself and appends, where a `FILLING` bit left behind would keep
+    /// it (and `close`) waiting forever.
+    #[test]
+    fn a_fill_that_panics_leaves_no_filling_bit_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
+        let len = 1usize << 20;
+        file.allocate(len as u64).unwrap();
+        let owner = FillPanics {
+            inner: file.map(len as u64, true).unwrap(),
+            panicked: AtomicBool::new(false),
+        };
+        let (map, mut writer) = SegmentMap::writable(owner, 64);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            map.prepare_ahead(len, 64 << 10, usize::MAX)
+        }));
+        assert!(unwound.is_err(), "the fill did not panic");
+        assert_eq!(map.granted.load(Ordering::Acquire), 64);
+        let record = vec![7u8; 100 << 10];
+        assert!(writer.append(&[&record], record.len()));
+        writer.publish();
+        assert_eq!(map.read(64, record.len()), Some(&record[..]));
+        assert!(writer.filled_ahead().end >= 64 + record.len());
     }
 }
