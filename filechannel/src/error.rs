@@ -283,7 +283,7 @@ impl From<RecvError> for RecvTimeoutError {
 }
 
 /// An [`ack`](crate::AckReceiver::ack) was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckError {
     /// More messages were acked than have been received and not yet acked.

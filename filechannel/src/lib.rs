@@ -86,3 +86,16 @@ pub mod __private {
         true
     }
 }
+
+// The auto traits the docs promise for the handles, checked at build time so
+// that a new field cannot take them away unnoticed.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<FileChannel>();
+    send_sync::<Sender>();
+    send_sync::<Receiver>();
+    send_sync::<AckReceiver>();
+    send_sync::<TypedTx<String, ()>>();
+    send_sync::<TypedRx<String, ()>>();
+    send_sync::<TypedAckRx<String, ()>>();
+};

@@ -394,7 +394,10 @@ impl<S: Storage> Receiver<S> {
     ///
     /// # Errors
     /// [`RecvError::Disconnected`] once the channel is closed and drained;
-    /// [`RecvError::Corrupted`] for a damaged frame (nothing is skipped).
+    /// [`RecvError::Corrupted`] for a damaged frame (nothing is skipped);
+    /// [`RecvError::BadCompressedSegment`] for a compressed segment that does
+    /// not decompress; [`RecvError::Io`] if a segment cannot be opened or
+    /// mapped.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -441,7 +444,9 @@ impl<S: Storage> Receiver<S> {
     ///
     /// # Errors
     /// [`TryRecvError::Empty`] when nothing is ready;
-    /// [`TryRecvError::Disconnected`] once closed and drained.
+    /// [`TryRecvError::Disconnected`] once closed and drained;
+    /// [`TryRecvError::Failed`] with any other error of
+    /// [`recv_ref`](Self::recv_ref).
     pub fn try_recv_ref(&mut self) -> Result<MsgRef<'_>, TryRecvError> {
         let r = match self.poll()? {
             Some(r) => r,
@@ -473,7 +478,10 @@ impl<S: Storage> Receiver<S> {
     /// Waits at most `timeout` for a message.
     ///
     /// # Errors
-    /// [`RecvTimeoutError::Timeout`] if none came in time.
+    /// [`RecvTimeoutError::Timeout`] if none came in time;
+    /// [`RecvTimeoutError::Disconnected`] once closed and drained;
+    /// [`RecvTimeoutError::Failed`] with any other error of
+    /// [`recv_ref`](Self::recv_ref).
     ///
     /// ```
     /// use std::time::Duration;
@@ -493,7 +501,10 @@ impl<S: Storage> Receiver<S> {
     /// Waits until `deadline` for a message.
     ///
     /// # Errors
-    /// [`RecvTimeoutError::Timeout`] if none came in time.
+    /// [`RecvTimeoutError::Timeout`] if none came in time;
+    /// [`RecvTimeoutError::Disconnected`] once closed and drained;
+    /// [`RecvTimeoutError::Failed`] with any other error of
+    /// [`recv_ref`](Self::recv_ref).
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvTimeoutError> {
         self.recv_ref_deadline(deadline).map(|m| m.to_vec())
     }
@@ -501,7 +512,10 @@ impl<S: Storage> Receiver<S> {
     /// Waits until `deadline` for a message and returns a view of it.
     ///
     /// # Errors
-    /// [`RecvTimeoutError::Timeout`] if none came in time.
+    /// [`RecvTimeoutError::Timeout`] if none came in time;
+    /// [`RecvTimeoutError::Disconnected`] once closed and drained;
+    /// [`RecvTimeoutError::Failed`] with any other error of
+    /// [`recv_ref`](Self::recv_ref).
     pub fn recv_ref_deadline(&mut self, deadline: Instant) -> Result<MsgRef<'_>, RecvTimeoutError> {
         let r = match self.poll()? {
             Some(r) => r,
@@ -598,6 +612,7 @@ impl<'a, S: Storage> IntoIterator for &'a mut AckReceiver<S> {
 
 /// Blocking iterator returned by [`Receiver::iter`].
 #[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Iter<'a, S: Storage = Fs> {
     rx: &'a mut Receiver<S>,
     done: bool,
@@ -623,8 +638,11 @@ impl<S: Storage> Iterator for Iter<'_, S> {
     }
 }
 
+impl<S: Storage> std::iter::FusedIterator for Iter<'_, S> {}
+
 /// Non-blocking iterator returned by [`Receiver::try_iter`].
 #[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct TryIter<'a, S: Storage = Fs> {
     rx: &'a mut Receiver<S>,
     done: bool,
@@ -649,6 +667,8 @@ impl<S: Storage> Iterator for TryIter<'_, S> {
         }
     }
 }
+
+impl<S: Storage> std::iter::FusedIterator for TryIter<'_, S> {}
 
 /// A receiver whose messages stay on disk until acked: after a crash or
 /// restart, a new `AckReceiver` sees every message not acked before.

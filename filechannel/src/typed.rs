@@ -779,7 +779,10 @@ impl<'a, T: Message + Migrate<C>, C: Decode<T>, R: RawReceiver> IntoIterator for
     }
 }
 
-/// Iterator of [`TypedRx::iter`] and [`TypedRx::try_iter`].
+/// Iterator of [`TypedRx::iter`] and [`TypedRx::try_iter`]. Fused: once it
+/// has returned `None` (disconnected, or for `try_iter` nothing ready), it
+/// keeps returning `None`; call `iter`/`try_iter` again for more.
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct TypedIter<'a, T, C, R> {
     rx: &'a mut TypedRx<T, C, R>,
     done: bool,
@@ -798,7 +801,10 @@ impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> Iterator for TypedIter<'_, T, 
         } else {
             match self.rx.try_recv() {
                 Ok(v) => Ok(v),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    self.done = true;
+                    return None;
+                }
                 Err(TryRecvError::Failed(e)) => Err(e),
             }
         };
@@ -815,6 +821,8 @@ impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> Iterator for TypedIter<'_, T, 
         }
     }
 }
+
+impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> std::iter::FusedIterator for TypedIter<'_, T, C, R> {}
 
 impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -860,7 +868,10 @@ impl<S: Storage> FileChannel<S> {
     /// A typed sender of `T` values encoded with `C`.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the channel is closed.
+    /// [`Error::Closed`] if the channel is closed; [`Error::Schema`] if `T`
+    /// carries a schema that differs from the one recorded for its name and
+    /// version in this directory (`Changed`), or the record cannot be read
+    /// (`Corrupt`, `Io`).
     pub fn typed_tx<T: Message, C: Codec>(&self) -> Result<TypedTx<T, C, S>, Error> {
         self.ensure_open()?;
         self.check_schema::<T>(true)?;
@@ -871,7 +882,10 @@ impl<S: Storage> FileChannel<S> {
     /// [`rx`](Self::rx) would.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the channel is closed.
+    /// [`Error::Closed`] if the channel is closed; [`Error::Schema`] if `T`
+    /// carries a schema that differs from the one recorded for its name and
+    /// version in this directory (`Changed`), or the record cannot be read
+    /// (`Corrupt`, `Io`).
     pub fn typed_rx<T: Message, C: Codec>(&self) -> Result<TypedRx<T, C, Receiver<S>>, Error> {
         self.ensure_open()?;
         self.check_schema::<T>(false)?;
@@ -882,7 +896,10 @@ impl<S: Storage> FileChannel<S> {
     /// [`rx_ack`](Self::rx_ack) would.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the channel is closed.
+    /// [`Error::Closed`] if the channel is closed; [`Error::Schema`] if `T`
+    /// carries a schema that differs from the one recorded for its name and
+    /// version in this directory (`Changed`), or the record cannot be read
+    /// (`Corrupt`, `Io`).
     pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
         self.ensure_open()?;
         self.check_schema::<T>(false)?;

@@ -660,3 +660,33 @@ proptest! {
         channel_round_trip::<filechannel::codec::Rkyv>(&orders)?;
     }
 }
+
+/// `try_iter` drains what is ready and then stays ended, typed as well as
+/// raw (both are `FusedIterator`s): a message sent after the end is left
+/// for the next call.
+#[test]
+fn try_iter_stays_ended_once_it_has_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open(dir.path(), Compression::None);
+    let tx = ch.typed_tx::<u32, Postcard>().unwrap();
+    let mut rx = ch.typed_rx::<u32, Postcard>().unwrap();
+    let mut raw = ch.rx();
+    tx.send(&1).unwrap();
+    {
+        let mut it = rx.try_iter();
+        assert_eq!(it.next().map(Result::unwrap), Some(1));
+        assert!(it.next().is_none());
+        tx.send(&2).unwrap();
+        assert!(it.next().is_none(), "the typed try_iter resumed after its end");
+    }
+    {
+        let mut it = raw.try_iter();
+        assert!(it.next().is_some_and(|m| m.is_ok()));
+        assert!(it.next().is_some_and(|m| m.is_ok()));
+        assert!(it.next().is_none());
+        tx.send(&3).unwrap();
+        assert!(it.next().is_none(), "the raw try_iter resumed after its end");
+    }
+    let rest: Vec<u32> = rx.try_iter().map(Result::unwrap).collect();
+    assert_eq!(rest, [2, 3]);
+}
