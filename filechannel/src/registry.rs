@@ -52,7 +52,8 @@ pub enum SchemaError {
     Corrupt {
         /// The registry file.
         path: PathBuf,
-        /// The 1-based line number.
+        /// The 1-based line number, or 0 when the file as a whole is bad
+        /// (over 16 MiB, or not UTF-8).
         line: usize,
     },
     /// Reading or writing the registry failed.
