@@ -89,8 +89,9 @@ pub(crate) struct Shared<S: Storage> {
     pub registry: Mutex<Option<crate::registry::Registry>>,
 }
 
-/// The background thread: wakes blocked receivers within `flush_interval`
-/// (what `Buffered` mode relies on), prepares pages ahead of the writer, maps
+/// The background thread: in `Buffered` mode, finishes (fills in the CRCs
+/// of) and publishes what senders appended, and wakes blocked receivers,
+/// within `flush_interval`; prepares pages ahead of the writer, maps
 /// pages in ahead of receivers and deletes or recycles segments receivers
 /// have passed. It parks when there is
 /// nothing to do.
@@ -238,7 +239,7 @@ impl<S: Storage> FileChannel<S> {
             dir_unsynced: false,
         };
         let shared = Arc::new(Shared {
-            writer: Mutex::new(Writer::new(active, base_pos, sync)),
+            writer: Mutex::new(Writer::new(active, base_pos, config.durability)),
             catalog: Mutex::new(catalog),
             notify: Notifier::default(),
             written_seq: AtomicU64::new(next_seq),
@@ -311,10 +312,12 @@ impl<S: Storage> FileChannel<S> {
         self.shared.written_seq.load(Ordering::Acquire)
     }
 
-    /// Number of messages visible to receivers and handed to the OS. Senders
-    /// write straight into the OS page cache, so in `Buffered` and `Flush`
-    /// mode this equals [`write_offset`](Self::write_offset) once `send` has
-    /// returned; in `Sync` mode messages become visible once fsynced.
+    /// Number of messages finished, visible to receivers and handed to the
+    /// OS (they survive a crash of this process). In `Flush` mode this
+    /// equals [`write_offset`](Self::write_offset) once `send` has returned;
+    /// in `Buffered` mode it catches up within `flush_interval`, at a
+    /// [`Sender::flush`], or when a receiver reads; in `Sync` mode messages
+    /// count once fsynced.
     pub fn flush_offset(&self) -> u64 {
         self.shared.published_seq.load(Ordering::Acquire)
     }
@@ -418,13 +421,15 @@ impl<S: Storage> Shared<S> {
         // recycling them. (The maps are dropped after the lock is released.)
         let unserved = std::mem::take(&mut *self.flusher.read_ahead.lock().unwrap_or_else(PoisonError::into_inner));
         drop(unserved);
-        // The flusher is gone: nothing fills ahead any more. (`Sync` mode
-        // fills nothing: its pages ahead are clean.)
-        if !self.is_sync() {
-            self.writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drop_fill_ahead();
+        {
+            let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            // `Buffered` mode: what the flusher left unfinished.
+            self.complete_written(&mut w);
+            // The flusher is gone: nothing fills ahead any more. (`Sync`
+            // mode fills nothing: its pages ahead are clean.)
+            if !self.is_sync() {
+                w.drop_fill_ahead();
+            }
         }
         // Everything appended, not just what is published: in `Sync` mode a
         // sender may have appended and still be waiting for its group
@@ -555,19 +560,25 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         if sh.flusher.stop.load(Ordering::Acquire) {
             return;
         }
-        let seq = sh.published_seq.load(Ordering::Acquire);
-        if seq != notified_seq && sh.notify.has_waiters() {
-            sh.notify.notify_all();
-            notified_seq = seq;
-        }
-        // Zero-filling and faulting pages in ahead of the writer takes the
-        // kernel's page allocation off the send path. No lock is taken here
-        // that senders take on every send.
+        // No lock is taken here that senders take on every send.
         let seg = sh.flusher.active_seg.load(Ordering::Acquire);
         if active.as_ref().is_none_or(|(id, _)| *id != seg) {
             let cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             active = Some((cat.active_id, Arc::clone(&cat.active_map)));
             prefaulted = 0;
+        }
+        // `Buffered` mode: finish (fill in the CRCs of) and publish what
+        // senders appended since the last round, off their path. (A
+        // rotation finishes the segment it seals itself.)
+        if let Some((id, map)) = &active
+            && sh.config.durability == Durability::Buffered
+        {
+            sh.complete_appended(*id, map, false);
+        }
+        let seq = sh.published_seq.load(Ordering::Acquire);
+        if seq != notified_seq && sh.notify.has_waiters() {
+            sh.notify.notify_all();
+            notified_seq = seq;
         }
         // Swapped with a buffer of the same capacity: the receivers' pushes
         // never allocate.
@@ -582,6 +593,8 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.collect(&sh.storage, &sh.dir, sh.is_sync());
         }
+        // Zero-filling and faulting pages in ahead of the writer takes the
+        // kernel's page allocation off the send path.
         let mut behind = false;
         if let Some((_, map)) = &active {
             let pos = map.published();
@@ -616,7 +629,21 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         let idle = sh.flusher.idle.load(Ordering::SeqCst);
         drop(sh);
         if idle {
-            thread::park_timeout(Duration::from_millis(50));
+            // A sender checks `idle` without a fence after storing
+            // `written_seq`, so its store may still have been on its way
+            // when we looked: look once more after an interval before the
+            // long park, or its message could wait 50 ms to be published.
+            // An unpark meanwhile (a receiver arming us, `close`) ends the
+            // wait: that is what `idle` or `stop` then say.
+            thread::park_timeout(interval);
+            let still_idle = shared.upgrade().is_some_and(|sh| {
+                sh.written_seq.load(Ordering::SeqCst) == last_seq
+                    && sh.flusher.idle.load(Ordering::SeqCst)
+                    && !sh.flusher.stop.load(Ordering::Acquire)
+            });
+            if still_idle {
+                thread::park_timeout(Duration::from_millis(50));
+            }
             if let Some(sh) = shared.upgrade() {
                 sh.flusher.idle.store(false, Ordering::SeqCst);
             }
@@ -675,15 +702,21 @@ impl<S: Storage> Sender<S> {
 
     /// Makes every message sent so far visible to receivers, waking those
     /// blocked in `recv`, and hands it to the OS (it survives a crash of this
-    /// process).
+    /// process). In `Buffered` mode this finishes (fills in the CRCs of) the
+    /// small messages the flusher has not reached yet, under the writer
+    /// lock.
     ///
     /// # Errors
     /// [`SendError::Poisoned`] after an earlier failure.
     pub fn flush(&self) -> Result<(), SendError> {
-        if let Some(e) = self.shared.poison.get() {
+        let sh = &*self.shared;
+        if let Some(e) = sh.poison.get() {
             return Err(SendError::Poisoned(Arc::clone(e)));
         }
-        self.shared.notify.notify_if_waiting();
+        if sh.config.durability == Durability::Buffered {
+            sh.complete_written(&mut sh.writer.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        sh.notify.notify_if_waiting();
         Ok(())
     }
 

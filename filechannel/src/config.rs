@@ -10,21 +10,29 @@ use std::time::Duration;
 /// What a returned [`send`](crate::Sender::send) promises.
 ///
 /// Senders write into a shared memory map of the segment file, so in every
-/// mode a sent message is in the OS page cache, and survives a crash of the
-/// process, once `send` returns. The modes differ in how fast blocked
-/// receivers are woken and whether the data is fsynced.
+/// mode a sent message is in the OS page cache once `send` returns. The
+/// modes differ in when it is finished (checksummed; only finished frames
+/// survive a crash of the process), how fast blocked receivers are woken and
+/// whether the data is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Durability {
     /// The default. `send` returns as soon as the message is in the segment;
-    /// a receiver blocked in `recv` is woken within `flush_interval` by a
-    /// background flusher (non-blocking receives see the message at once).
-    /// Survives a process crash; not a power loss unless followed by
+    /// a message of up to 128 bytes leaves its CRC to be filled in behind
+    /// the sender (by a background flusher within `flush_interval`, by
+    /// [`Sender::flush`](crate::Sender::flush), or by a receiver that has
+    /// read everything else), which is what keeps small sends fast. Any
+    /// receiver sees the message once `send` has returned; one blocked in
+    /// `recv` is woken within `flush_interval`. A process crash keeps
+    /// everything flushed (by `flush`, `sync`, `close` or the flusher): at
+    /// most the last `flush_interval` of small sends is lost with the
+    /// process. Not a power loss unless followed by
     /// [`Sender::sync`](crate::Sender::sync).
     #[default]
     Buffered,
-    /// Like `Buffered`, but every `send` also wakes blocked receivers before
-    /// it returns. Survives a process crash; not a power loss.
+    /// Every message is finished (its CRC computed) and handed to the OS
+    /// before `send` returns, which also wakes blocked receivers: survives a
+    /// process crash; not a power loss.
     Flush,
     /// Every `send` is fsynced (file, and directory after a new segment)
     /// before it returns: survives power loss. Concurrent senders share
@@ -95,8 +103,9 @@ impl Builder {
         self
     }
 
-    /// In [`Durability::Buffered`] mode, the longest a receiver blocked in
-    /// `recv` waits to be woken after a send (default 100 µs, more than zero).
+    /// In [`Durability::Buffered`] mode, the longest a send waits to be
+    /// finished and handed to the OS, and a receiver blocked in `recv` to be
+    /// woken after it (default 100 µs, more than zero).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
         self

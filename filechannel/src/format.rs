@@ -48,6 +48,37 @@ pub(crate) fn frame_crc(seed: u32, parts: &[&[u8]]) -> u32 {
     h.finalize()
 }
 
+/// Fills in the CRC of each whole frame at the start of `frames`: frames
+/// of segment `seed` ([`segment_seed`]) appended one after another, starting
+/// at a frame boundary, with their CRC left at zero
+/// ([`FrameHeader::without_crc`]) or already computed (a CRC that is not zero
+/// is left as it is; one that happens to be zero is computed again, to the
+/// same value). Stops at a seal frame, which the writer finishes itself and
+/// publishes only once the next segment is registered. Returns how many
+/// bytes of whole frames it passed and the `seq_lo` of the last one.
+pub(crate) fn complete_frames(seed: u32, frames: &mut [u8]) -> (usize, Option<u32>) {
+    let header = FRAME_HEADER_LEN as usize;
+    let mut at = 0;
+    let mut last = None;
+    while let Some(head) = frames.get(at..at + header) {
+        if head[8] & FLAG_SEAL != 0 {
+            break;
+        }
+        let len = u32_at(head, 4) as usize;
+        let seq_lo = u32_at(head, 12);
+        let Some(frame) = frames.get_mut(at..at + frame_len(len as u64) as usize) else {
+            break;
+        };
+        if u32_at(frame, 0) == 0 {
+            let crc = frame_crc(seed, &[&frame[CRC_COVERED_FROM..header + len]]);
+            frame[..CRC_COVERED_FROM].copy_from_slice(&crc.to_le_bytes());
+        }
+        at += frame.len();
+        last = Some(seq_lo);
+    }
+    (at, last)
+}
+
 /// Rounds `n` up to the frame alignment.
 pub(crate) const fn align_up(n: u64) -> u64 {
     (n + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)

@@ -207,6 +207,7 @@ impl<S: Storage> Receiver<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> u64 {
+        self.shared.catch_up();
         let published = self.shared.published_seq.load(Ordering::Acquire);
         published.saturating_sub(self.read_offset())
     }
@@ -222,9 +223,16 @@ impl<S: Storage> Receiver<S> {
         if self.needs_enter {
             self.enter(self.seg_id)?;
         }
+        let mut caught_up = false;
         loop {
             let frame = match read_frame(&self.map, self.seed, self.pos, self.seq) {
                 Ok(Some(f)) => f,
+                // `Buffered` mode: what senders appended may be waiting for
+                // the flusher to finish it; finish it here instead.
+                Ok(None) if !caught_up && self.shared.catch_up() => {
+                    caught_up = true;
+                    continue;
+                }
                 Ok(None) => return Ok(None),
                 Err(reason) => {
                     return Err(RecvError::Corrupted {

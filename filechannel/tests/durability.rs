@@ -65,9 +65,55 @@ fn buffered_sync_call_makes_everything_durable() {
         tx.send(&payload(seq, 100)).unwrap();
     }
     assert_eq!(ch.write_offset(), 500);
-    assert_eq!(ch.flush_offset(), 500, "buffered sends are visible at once");
+    // Finished and published behind the writer: by the flusher within
+    // `flush_interval`, or at once by `flush`.
+    assert!(ch.flush_offset() <= 500);
+    tx.flush().unwrap();
+    assert_eq!(ch.flush_offset(), 500, "flush publishes every buffered send");
     tx.sync().unwrap();
     assert_eq!(ch.sync_offset(), 500);
+}
+
+/// `Buffered` mode leaves small messages' CRCs to a completer: the flusher
+/// publishes them within `flush_interval` with nobody asking, a receiver
+/// that runs out of frames finishes them itself (so a message is there
+/// once its `send` has returned, as with `std::sync::mpsc`), and a large
+/// message publishes itself and every small one before it.
+#[test]
+fn buffered_sends_are_finished_behind_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open_small(dir.path());
+    let tx = ch.tx();
+    for seq in 0..300 {
+        tx.send(&payload(seq, 40)).unwrap();
+    }
+    assert_eq!(ch.write_offset(), 300);
+    wait_for("the flusher to publish every send", || ch.flush_offset() == 300);
+
+    let mut rx = ch.rx();
+    assert_eq!(drain(&mut rx).len(), 300);
+    for seq in 300..600 {
+        tx.send(&payload(seq, size_for(seq, 100))).unwrap();
+        assert_eq!(rx.len(), 1);
+        assert_eq!(check_payload(&rx.try_recv().unwrap()), seq);
+    }
+
+    let (small, large) = (payload(600, 16), payload(601, 2000));
+    tx.send(&small).unwrap();
+    tx.send(&small).unwrap();
+    tx.send(&large).unwrap();
+    assert_eq!(
+        ch.flush_offset(),
+        603,
+        "the large send publishes the small ones before it"
+    );
+    ch.close().unwrap();
+    drop((tx, rx, ch));
+    let ch = open_small(dir.path());
+    let mut rx = ch.rx();
+    // The first 600 were consumed; all three after them survive the close.
+    let got = drain(&mut rx);
+    assert!(got.ends_with(&[small.clone(), small, large]), "{} messages", got.len());
 }
 
 #[test]

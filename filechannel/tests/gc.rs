@@ -330,6 +330,8 @@ fn consumed_segments_are_recycled_and_stale_frames_never_resurface() {
         tx.send(&payload(next, 10)).unwrap();
         next += 1;
     }
+    // What a process crash keeps in `Buffered` mode: what was flushed.
+    tx.flush().unwrap();
     let image = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), image.path());
     let expected: Vec<u64> = drain(&mut rx2).iter().map(|m| check_payload(m)).collect();

@@ -12,6 +12,14 @@
 //! it, while it holds the frontier's `FILLING` bit. Both move the frontier
 //! up, never down.
 //!
+//! A third rule lets a writer defer finishing its frames (`Buffered` mode:
+//! the CRCs are filled in behind the writer, off the send path; see
+//! [`SegmentMap::try_complete`]): in a deferring map the bytes in
+//! `[published, written)` are whole frames the writer has left behind, and
+//! only the holder of the map's `completing` flag writes them or moves the
+//! published mark (except the writer when that range is empty: then no
+//! completer writes or stores anything).
+//!
 //! Receivers reading the active segment map the file read-only (one map,
 //! shared by all of them) and follow the writer's mark (the two maps share
 //! the page cache). Keeping readers off the writable map matters: the kernel
@@ -20,7 +28,7 @@
 //! the map.
 
 use super::StorageMap;
-use crate::sync::AtomicUsize;
+use crate::sync::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -36,6 +44,19 @@ pub(crate) struct SegmentMap {
     /// The writer may write below this; the flusher zero-fills above it, with
     /// [`FILLING`] set while it does. `len` for maps nobody writes.
     granted: AtomicUsize,
+    /// The writer's position after its last deferred append
+    /// ([`MapWriter::append_deferred`]): it never writes below it again
+    /// (except in `discard_unpublished`, under `completing`). On a cache
+    /// line of its own: the writer stores it on every deferred append, and
+    /// the flusher must not pull `granted` away from it.
+    written: Line<AtomicUsize>,
+    /// The writer leaves its frames for a completer to finish and publish
+    /// ([`MapWriter::defer`]).
+    deferred: AtomicBool,
+    /// Held (deferring maps only) by whoever writes in `[published,
+    /// written)` or moves the published mark: a completer, or the writer
+    /// publishing or discarding. Also on a line of its own.
+    completing: Line<AtomicBool>,
     /// Keeps the region alive.
     owner: Box<dyn StorageMap>,
 }
@@ -65,6 +86,9 @@ pub(crate) struct MapWriter {
     /// The last `granted` frontier this writer saw (without [`FILLING`]):
     /// appends below it need no synchronisation with the flusher.
     granted: usize,
+    /// [`defer`](Self::defer) was called: publishing takes the map's
+    /// `completing` flag.
+    deferred: bool,
 }
 
 /// Set in `granted` while the flusher zero-fills the bytes above it.
@@ -84,6 +108,9 @@ impl SegmentMap {
             len: owner.len(),
             published,
             granted: AtomicUsize::new(granted),
+            written: Line(AtomicUsize::new(0)),
+            deferred: AtomicBool::new(false),
+            completing: Line(AtomicBool::new(false)),
             owner,
         }
     }
@@ -110,10 +137,12 @@ impl SegmentMap {
             Arc::new(AtomicUsize::new(published)),
             published,
         ));
+        shared.written.0.store(published, Ordering::Relaxed);
         let writer = MapWriter {
             map: Arc::clone(&shared),
             pos: published,
             granted: published,
+            deferred: false,
         };
         (shared, writer)
     }
@@ -195,6 +224,54 @@ impl SegmentMap {
         to < until
     }
 
+    /// Finishes and publishes what the writer of a deferring map has
+    /// appended: hands `complete` the bytes `[published, written)` (whole
+    /// frames, as the writer left them) to finish in place, and publishes as
+    /// many of their leading bytes as it returns. Returns the range
+    /// published, or `None` when the map does not defer or, unless `wait`,
+    /// when another completer (or the writer publishing) is at work.
+    pub(crate) fn try_complete(
+        &self,
+        wait: bool,
+        complete: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Option<std::ops::Range<usize>> {
+        if !self.deferred.load(Ordering::Acquire) {
+            return None;
+        }
+        let flag = if wait {
+            CompletingFlag::take(&self.completing.0)
+        } else {
+            CompletingFlag::try_take(&self.completing.0)?
+        };
+        let range = self.complete_held(self.written.0.load(Ordering::Acquire), complete);
+        drop(flag);
+        Some(range)
+    }
+
+    /// [`try_complete`](Self::try_complete)'s work up to `to` (at most
+    /// `written`, or the writer's own position when the writer calls), with
+    /// `completing` held by the caller.
+    fn complete_held(&self, to: usize, complete: impl FnOnce(&mut [u8]) -> usize) -> std::ops::Range<usize> {
+        let from = self.published();
+        let to = to.min(self.len);
+        if to <= from {
+            return from..from;
+        }
+        // SAFETY: `[from, to)` lies inside the region (`to <= len`). It is
+        // below `written` or, when the writer itself calls, its position: the
+        // writer has finished writing it and writes only at or above its
+        // position, which is at or above `written`, except
+        // when it discards, which takes `completing`, as every completer does
+        // and as our caller did: nobody else writes these bytes. The flusher
+        // fills only above the writer's position. It is at or above
+        // `published`, which only a holder of `completing` moves in a
+        // deferring map, so no reader holds a slice of it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), to - from) };
+        let done = complete(bytes).min(to - from);
+        self.published.store(from + done, Ordering::Release);
+        from..from + done
+    }
+
     /// Zero-fills `[from, to)` and moves the frontier from `from` to `to`,
     /// if the frontier is at `from` and nobody is filling; returns whether it
     /// did.
@@ -235,6 +312,47 @@ struct FillingBit<'a> {
 impl Drop for FillingBit<'_> {
     fn drop(&mut self) {
         self.granted.store(self.from, Ordering::Release);
+    }
+}
+
+/// Keeps its value on a cache line of its own.
+#[repr(align(128))]
+struct Line<T>(T);
+
+/// A deferring map's `completing` flag, held; released on drop (also when a
+/// completer unwinds).
+struct CompletingFlag<'a>(&'a AtomicBool);
+
+impl<'a> CompletingFlag<'a> {
+    fn try_take(flag: &'a AtomicBool) -> Option<Self> {
+        // Lazily built (`then`, not `then_some`): a guard built and dropped
+        // on failure would release the holder's flag.
+        flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then(|| CompletingFlag(flag))
+    }
+
+    /// Waits for a completer at work (it finishes at most one flush
+    /// interval's frames) and takes the flag.
+    fn take(flag: &'a AtomicBool) -> Self {
+        let mut spins = 0u32;
+        loop {
+            if let Some(held) = Self::try_take(flag) {
+                return held;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                crate::sync::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl Drop for CompletingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -294,6 +412,16 @@ impl MapWriter {
         finish(written);
         self.pos += advance;
         true
+    }
+
+    /// As [`append`](Self::append), in a deferring map, for a frame left for
+    /// a completer to finish: it becomes part of what
+    /// [`SegmentMap::try_complete`] hands out.
+    #[inline]
+    pub(crate) fn append_deferred(&mut self, parts: &[&[u8]], advance: usize) -> bool {
+        let appended = self.append(parts, advance);
+        self.map.written.0.store(self.pos, Ordering::Release);
+        appended
     }
 
     /// Takes the frontier up to at least `end` (at most the map's length).
@@ -363,15 +491,47 @@ impl MapWriter {
         }
     }
 
-    /// Makes every appended byte final and visible to readers.
+    /// Leaves the frames appended from now on for a completer to finish and
+    /// publish ([`SegmentMap::try_complete`], or [`complete`](Self::complete)
+    /// from this side): appends no longer make them visible, and publishing
+    /// takes the map's `completing` flag.
+    pub(crate) fn defer(&mut self) {
+        self.deferred = true;
+        self.map.deferred.store(true, Ordering::Release);
+    }
+
+    /// As [`SegmentMap::try_complete`], from the writer's side: waits for a
+    /// completer at work rather than giving up. Does nothing in a map that
+    /// does not defer (its frames are finished as they are appended).
+    pub(crate) fn complete(&mut self, complete: impl FnOnce(&mut [u8]) -> usize) {
+        if self.deferred {
+            // Nothing left unfinished (the frames since `written` are
+            // finished as appended): publish without the flag. Only this
+            // writer raises `written`, and while it is at or below
+            // `published` no completer has anything to do or to store.
+            if self.map.written.0.load(Ordering::Relaxed) <= self.map.published() {
+                self.map.published.store(self.pos, Ordering::Release);
+                return;
+            }
+            let flag = CompletingFlag::take(&self.map.completing.0);
+            self.map.complete_held(self.pos, complete);
+            drop(flag);
+        }
+    }
+
+    /// Makes every appended byte final and visible to readers (in a
+    /// deferring map, only once the frames are finished: see
+    /// [`complete`](Self::complete)).
     #[inline]
     pub(crate) fn publish(&self) {
+        let _flag = self.deferred.then(|| CompletingFlag::take(&self.map.completing.0));
         self.map.published.store(self.pos, Ordering::Release);
     }
 
     /// Makes the bytes up to `pos` (a position this writer has passed) final
     /// and visible; never moves the published mark back.
     pub(crate) fn publish_to(&self, pos: usize) {
+        let _flag = self.deferred.then(|| CompletingFlag::take(&self.map.completing.0));
         self.map.published.fetch_max(pos.min(self.pos), Ordering::AcqRel);
     }
 
@@ -379,15 +539,18 @@ impl MapWriter {
     /// and moves the write position back: used when those frames' fsync
     /// failed, so that they are never delivered.
     pub(crate) fn discard_unpublished(&mut self) {
+        let _flag = self.deferred.then(|| CompletingFlag::take(&self.map.completing.0));
         let published = self.map.published();
         if self.pos > published {
             // SAFETY: `[published, pos)` is inside the region (pos <= len),
             // writable, not visible to any reader (above `published`), and
-            // this is the map's only writer.
+            // this is the map's only writer; in a deferring map, the flag
+            // keeps completers out.
             unsafe {
                 std::ptr::write_bytes(self.map.ptr.add(published), 0, self.pos - published);
             }
             self.pos = published;
+            self.map.written.0.store(published, Ordering::Release);
         }
     }
 }
@@ -453,6 +616,82 @@ mod tests {
                 "record at {start} changed in the file"
             );
         }
+    }
+
+    /// A failed try for the completing flag leaves its holder's flag held
+    /// (a guard built on failure and dropped would release it).
+    #[test]
+    fn a_failed_take_leaves_the_flag_held() {
+        let flag = AtomicBool::new(false);
+        let held = CompletingFlag::take(&flag);
+        assert!(CompletingFlag::try_take(&flag).is_none());
+        assert!(
+            CompletingFlag::try_take(&flag).is_none(),
+            "the failed try released the flag"
+        );
+        drop(held);
+        assert!(CompletingFlag::try_take(&flag).is_some());
+    }
+
+    /// A completer finishing frames behind a deferring writer, as fast as
+    /// it can, beside the writer appending deferred frames of many sizes
+    /// and now and then a finished one that publishes everything: every
+    /// frame ends up with its CRC, and nothing is published unfinished.
+    #[test]
+    fn a_completer_behind_a_deferring_writer_finishes_every_frame() {
+        use crate::format::{self, FrameHeader, SEGMENT_HEADER_LEN};
+        let dir = tempfile::tempdir().unwrap();
+        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
+        let len = 8usize << 20;
+        file.allocate(len as u64).unwrap();
+        let start = SEGMENT_HEADER_LEN as usize;
+        let (map, mut writer) = SegmentMap::writable(file.map(len as u64, true).unwrap(), start);
+        writer.defer();
+        let seed = format::segment_seed(7);
+        let finish = |frames: &mut [u8]| format::complete_frames(seed, frames).0;
+        let done = AtomicBool::new(false);
+        let mut frames = 0u64;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    let published = map.published();
+                    // What is published is always whole, finished frames.
+                    assert!(published >= start);
+                    map.try_complete(false, finish);
+                }
+            });
+            loop {
+                let size = (frames as usize * 7919) % 300;
+                let payload = vec![frames as u8; size];
+                let header = FrameHeader::without_crc(size, 0, frames).to_bytes();
+                let advance = format::frame_len(size as u64) as usize;
+                let appended = if frames.is_multiple_of(97) {
+                    let ok = writer.append_with(&[&header, &payload], advance, |frame| {
+                        let crc = format::frame_crc(seed, &[&frame[format::CRC_COVERED_FROM..]]);
+                        frame[..4].copy_from_slice(&crc.to_le_bytes());
+                    });
+                    writer.complete(finish);
+                    ok
+                } else {
+                    writer.append_deferred(&[&header, &payload], advance)
+                };
+                if !appended || writer.remaining() < 4096 {
+                    break;
+                }
+                frames += 1;
+            }
+            done.store(true, Ordering::Release);
+        });
+        writer.complete(finish);
+        assert_eq!(map.published(), writer.pos());
+        let mut at = start;
+        for seq in 0..=frames {
+            let frame = crate::segment::read_frame(&map, seed, at, seq)
+                .unwrap_or_else(|e| panic!("frame {seq} at {at}: {e}"))
+                .unwrap_or_else(|| panic!("frame {seq} at {at} is not published"));
+            at = frame.next;
+        }
+        assert!(frames > 10_000, "{frames} frames");
     }
 
     /// A writable map whose first zero-fill panics.
