@@ -315,6 +315,24 @@ impl Drop for FillingBit<'_> {
     }
 }
 
+/// Calls `ready` until it gives a value: 64 spins, then yielding the CPU
+/// between tries (what it waits for, a fill or a batch of CRCs, takes tens of
+/// microseconds at most).
+fn spin_until<T>(mut ready: impl FnMut() -> Option<T>) -> T {
+    let mut spins = 0u32;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            crate::sync::thread::yield_now();
+        }
+    }
+}
+
 /// Keeps its value on a cache line of its own.
 #[repr(align(128))]
 struct Line<T>(T);
@@ -335,18 +353,7 @@ impl<'a> CompletingFlag<'a> {
     /// Waits for a completer at work (it finishes at most one flush
     /// interval's frames) and takes the flag.
     fn take(flag: &'a AtomicBool) -> Self {
-        let mut spins = 0u32;
-        loop {
-            if let Some(held) = Self::try_take(flag) {
-                return held;
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                crate::sync::thread::yield_now();
-            }
-        }
+        spin_until(|| Self::try_take(flag))
     }
 }
 
@@ -476,19 +483,10 @@ impl MapWriter {
     /// Waits until nobody fills (fills take tens of microseconds), and
     /// returns the frontier.
     fn wait_for_fill(&self) -> usize {
-        let mut spins = 0u32;
-        loop {
+        spin_until(|| {
             let cur = self.map.granted.load(Ordering::Acquire);
-            if cur & FILLING == 0 {
-                return cur;
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                crate::sync::thread::yield_now();
-            }
-        }
+            (cur & FILLING == 0).then_some(cur)
+        })
     }
 
     /// Leaves the frames appended from now on for a completer to finish and
