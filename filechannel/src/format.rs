@@ -48,6 +48,14 @@ pub(crate) fn frame_crc(seed: u32, parts: &[&[u8]]) -> u32 {
     h.finalize()
 }
 
+/// Computes the CRC of `frame` (its header and payload, without padding,
+/// as they lie in the segment) and stores it in the frame's first 4 bytes.
+#[inline]
+pub(crate) fn fill_crc(seed: u32, frame: &mut [u8]) {
+    let crc = frame_crc(seed, &[&frame[CRC_COVERED_FROM..]]);
+    frame[..CRC_COVERED_FROM].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Fills in the CRC of each whole frame at the start of `frames`: frames
 /// of segment `seed` ([`segment_seed`]) appended one after another, starting
 /// at a frame boundary, with their CRC left at zero
@@ -70,8 +78,7 @@ pub(crate) fn complete_frames(seed: u32, frames: &mut [u8]) -> (usize, Option<u3
             break;
         };
         if u32_at(frame, 0) == 0 {
-            let crc = frame_crc(seed, &[&frame[CRC_COVERED_FROM..header + len]]);
-            frame[..CRC_COVERED_FROM].copy_from_slice(&crc.to_le_bytes());
+            fill_crc(seed, &mut frame[..header + len]);
         }
         at += frame.len();
         last = Some(seq_lo);

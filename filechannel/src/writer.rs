@@ -119,11 +119,9 @@ impl<S: Storage> Shared<S> {
             // The CRC is computed over the frame as copied into the map, where
             // header and payload lie next to each other: one pass, over bytes
             // that are in the cache.
-            let fill_crc = |frame: &mut [u8]| {
-                let crc = format::frame_crc(seed, &[&frame[format::CRC_COVERED_FROM..]]);
-                frame[..format::CRC_COVERED_FROM].copy_from_slice(&crc.to_le_bytes());
-            };
-            w.map.append_with(&[&header, msg], frame_len as usize, fill_crc)
+            w.map.append_with(&[&header, msg], frame_len as usize, |frame| {
+                format::fill_crc(seed, frame)
+            })
         };
         if !appended {
             // `fits` (or the fresh segment's capacity) guarantees room.
@@ -251,14 +249,14 @@ impl<S: Storage> Shared<S> {
     /// [`complete_written`](Self::complete_written) without the writer lock
     /// (senders keep appending meanwhile), for the flusher and for receivers
     /// that find nothing to read: finishes and publishes the frames appended
-    /// to `map`, the map of segment `id`. Unless `wait`, gives up (returns
-    /// `false`) when somebody else is completing them.
-    pub(crate) fn complete_appended(&self, id: u64, map: &crate::storage::SegmentMap, wait: bool) -> bool {
+    /// to `map`, the map of segment `id`. Unless `wait`, gives up when
+    /// somebody else is completing them.
+    pub(crate) fn complete_appended(&self, id: u64, map: &crate::storage::SegmentMap, wait: bool) {
         // A lower bound of every unpublished frame's sequence number, taken
         // before the frames: the last one's is rebuilt from its low 32 bits.
         let floor = self.published_seq.load(Ordering::Acquire);
         let mut last = None;
-        let completed = map.try_complete(wait, |frames| {
+        map.try_complete(wait, |frames| {
             let (done, seq_lo) = format::complete_frames(format::segment_seed(id), frames);
             last = seq_lo;
             done
@@ -270,7 +268,6 @@ impl<S: Storage> Shared<S> {
             self.published_seq
                 .fetch_max(floor + u64::from(ahead) + 1, Ordering::AcqRel);
         }
-        completed.is_some()
     }
 
     /// Called by a receiver that finds nothing to read: in `Buffered` mode,
@@ -465,7 +462,7 @@ fn writer_map(mut map: MapWriter, durability: Durability) -> MapWriter {
 /// and the flusher needs its time for the zero-fill ahead of the writer
 /// (deferred at 512 B, `Write_512` went from 152 to 205 ns, and `Write_4096`
 /// from 1.03 to 1.36 µs, as the sender took the page faults).
-pub(crate) const DEFER_MAX_LEN: usize = 128;
+const DEFER_MAX_LEN: usize = 128;
 
 /// Whether an I/O error means the disk (or quota) is full.
 pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {

@@ -227,35 +227,33 @@ impl SegmentMap {
     /// Finishes and publishes what the writer of a deferring map has
     /// appended: hands `complete` the bytes `[published, written)` (whole
     /// frames, as the writer left them) to finish in place, and publishes as
-    /// many of their leading bytes as it returns. Returns the range
-    /// published, or `None` when the map does not defer or, unless `wait`,
-    /// when another completer (or the writer publishing) is at work.
-    pub(crate) fn try_complete(
-        &self,
-        wait: bool,
-        complete: impl FnOnce(&mut [u8]) -> usize,
-    ) -> Option<std::ops::Range<usize>> {
+    /// many of their leading bytes as it returns. Does nothing when the map
+    /// does not defer or, unless `wait`, when another completer (or the
+    /// writer publishing) is at work.
+    pub(crate) fn try_complete(&self, wait: bool, complete: impl FnOnce(&mut [u8]) -> usize) {
         if !self.deferred.load(Ordering::Acquire) {
-            return None;
+            return;
         }
         let flag = if wait {
             CompletingFlag::take(&self.completing.0)
         } else {
-            CompletingFlag::try_take(&self.completing.0)?
+            let Some(flag) = CompletingFlag::try_take(&self.completing.0) else {
+                return;
+            };
+            flag
         };
-        let range = self.complete_held(self.written.0.load(Ordering::Acquire), complete);
+        self.complete_held(self.written.0.load(Ordering::Acquire), complete);
         drop(flag);
-        Some(range)
     }
 
     /// [`try_complete`](Self::try_complete)'s work up to `to` (at most
     /// `written`, or the writer's own position when the writer calls), with
     /// `completing` held by the caller.
-    fn complete_held(&self, to: usize, complete: impl FnOnce(&mut [u8]) -> usize) -> std::ops::Range<usize> {
+    fn complete_held(&self, to: usize, complete: impl FnOnce(&mut [u8]) -> usize) {
         let from = self.published();
         let to = to.min(self.len);
         if to <= from {
-            return from..from;
+            return;
         }
         // SAFETY: `[from, to)` lies inside the region (`to <= len`). It is
         // below `written` or, when the writer itself calls, its position: the
@@ -269,7 +267,6 @@ impl SegmentMap {
         let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), to - from) };
         let done = complete(bytes).min(to - from);
         self.published.store(from + done, Ordering::Release);
-        from..from + done
     }
 
     /// Zero-fills `[from, to)` and moves the frontier from `from` to `to`,
@@ -556,8 +553,17 @@ impl MapWriter {
 #[cfg(all(test, not(shuttle), not(loom)))]
 mod tests {
     use super::*;
-    use crate::storage::{Fs, Storage, StorageFile};
+    use crate::storage::{Fs, FsFile, Storage, StorageFile};
     use std::sync::atomic::AtomicBool;
+
+    /// A segment file of `len` allocated bytes in a fresh directory (kept
+    /// alive by the returned guard), for a test to map.
+    fn allocated(len: usize) -> (tempfile::TempDir, FsFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
+        file.allocate(len as u64).unwrap();
+        (dir, file)
+    }
 
     /// The flusher's zero-fill and the writer's appends never overlap: a
     /// thread filling ahead in small steps, as fast as it can, beside a
@@ -566,10 +572,8 @@ mod tests {
     /// and in the file.
     #[test]
     fn fill_ahead_never_touches_written_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
         let len = 16usize << 20;
-        file.allocate(len as u64).unwrap();
+        let (_dir, file) = allocated(len);
         let (map, mut writer) = SegmentMap::writable(file.map(len as u64, true).unwrap(), 64);
         let done = AtomicBool::new(false);
         let started = AtomicBool::new(false);
@@ -638,10 +642,8 @@ mod tests {
     #[test]
     fn a_completer_behind_a_deferring_writer_finishes_every_frame() {
         use crate::format::{self, FrameHeader, SEGMENT_HEADER_LEN};
-        let dir = tempfile::tempdir().unwrap();
-        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
         let len = 8usize << 20;
-        file.allocate(len as u64).unwrap();
+        let (_dir, file) = allocated(len);
         let start = SEGMENT_HEADER_LEN as usize;
         let (map, mut writer) = SegmentMap::writable(file.map(len as u64, true).unwrap(), start);
         writer.defer();
@@ -651,11 +653,16 @@ mod tests {
         let mut frames = 0u64;
         std::thread::scope(|s| {
             s.spawn(|| {
+                // What is published is always whole, finished frames: read
+                // them as a receiver would, as they come.
+                let (mut at, mut seq) = (start, 0);
                 while !done.load(Ordering::Acquire) {
-                    let published = map.published();
-                    // What is published is always whole, finished frames.
-                    assert!(published >= start);
                     map.try_complete(false, finish);
+                    while let Some(frame) = crate::segment::read_frame(&map, seed, at, seq)
+                        .unwrap_or_else(|e| panic!("published frame {seq} at {at}: {e}"))
+                    {
+                        (at, seq) = (frame.next, seq + 1);
+                    }
                 }
             });
             loop {
@@ -664,10 +671,7 @@ mod tests {
                 let header = FrameHeader::without_crc(size, 0, frames).to_bytes();
                 let advance = format::frame_len(size as u64) as usize;
                 let appended = if frames.is_multiple_of(97) {
-                    let ok = writer.append_with(&[&header, &payload], advance, |frame| {
-                        let crc = format::frame_crc(seed, &[&frame[format::CRC_COVERED_FROM..]]);
-                        frame[..4].copy_from_slice(&crc.to_le_bytes());
-                    });
+                    let ok = writer.append_with(&[&header, &payload], advance, |frame| format::fill_crc(seed, frame));
                     writer.complete(finish);
                     ok
                 } else {
@@ -720,10 +724,8 @@ mod tests {
     /// it (and `close`) waiting forever.
     #[test]
     fn a_fill_that_panics_leaves_no_filling_bit_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = Fs.create_new(&dir.path().join("segment")).unwrap();
         let len = 1usize << 20;
-        file.allocate(len as u64).unwrap();
+        let (_dir, file) = allocated(len);
         let owner = FillPanics {
             inner: file.map(len as u64, true).unwrap(),
             panicked: AtomicBool::new(false),
