@@ -11,8 +11,11 @@
 //! CRC, no lock, nothing prepared ahead: what the kernel charges for new
 //! page-cache pages taken by page faults); `Limit_ZeroFill_512` writes zeros
 //! into such a file, 1 MiB per `write(2)` (what the flusher does ahead of the
-//! writer, per 512 bytes); and `Limit_MmapCrc_512` scans a warm,
-//! memory-mapped file of 512-byte records computing each one's CRC.
+//! writer, per 512 bytes); `Limit_MmapCrc_512` scans a warm,
+//! memory-mapped file of 512-byte records computing each one's CRC; and
+//! `Limit_ParallelCrc_512` does that on two threads over the same first half
+//! of the records, as `ParallelRead_512` reads them: the floor of any reader
+//! that checks a CRC per message.
 //!
 //! Each sample gets a fresh channel in a temporary directory (under `/tmp`
 //! unless `TMPDIR` says otherwise); setup and teardown are not timed.
@@ -200,18 +203,7 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
     });
     g.bench_function("Limit_MmapCrc_512", |b| {
         b.iter_custom(|iters| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let path = dir.path().join("plain");
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-            for _ in 0..iters {
-                w.write_all(&msg).expect("write");
-            }
-            w.flush().expect("flush");
-            drop(w);
-            let file = std::fs::File::open(&path).expect("open");
-            // SAFETY: the file is private to this benchmark and not
-            // modified while mapped.
-            let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.expect("map");
+            let (_dir, map) = written_records(&msg, iters);
             let start = Instant::now();
             for rec in map.chunks_exact(512) {
                 black_box(crc32fast::hash(rec));
@@ -219,6 +211,45 @@ fn limit_benches(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::W
             start.elapsed()
         })
     });
+    g.bench_function("Limit_ParallelCrc_512", |b| {
+        b.iter_custom(|iters| {
+            // `ParallelRead_512`'s shape without the channel: two threads
+            // each check the CRCs of the first half of the records.
+            let ran = sample_len(iters, 512);
+            let (_dir, map) = written_records(&msg, ran);
+            let half = &map[..ran.div_ceil(2) as usize * 512];
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for rec in half.chunks_exact(512) {
+                            black_box(crc32fast::hash(rec));
+                        }
+                    });
+                }
+            });
+            scaled(start.elapsed(), ran, iters)
+        })
+    });
+}
+
+/// `n` copies of `msg` written through the page cache into a new file, and
+/// the file mapped with its pages populated.
+fn written_records(msg: &[u8], n: u64) -> (tempfile::TempDir, memmap2::Mmap) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("plain");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    for _ in 0..n {
+        w.write_all(msg).expect("write");
+    }
+    w.flush().expect("flush");
+    drop(w);
+    let file = std::fs::File::open(&path).expect("open");
+    // SAFETY: the file is private to this benchmark and not modified while
+    // mapped.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.expect("map");
+    (dir, map)
 }
 
 /// A new file of `len` bytes (at least 1), `fallocate`d as segments are.
