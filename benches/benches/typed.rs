@@ -4,7 +4,9 @@
 //! struct, rkyv read in place (`recv_ref`, validated and unchecked) against
 //! the raw-byte `recv_ref` of the very same frames and against decoding;
 //! the same for a ~512-byte struct of integers only (`Numeric`), whose
-//! validation has no strings to check.
+//! validation has no strings to check. `Access_Large/rkyv` and
+//! `IsAscii_Large_note` take `Large`'s validation apart (see
+//! `validation_parts`).
 //!
 //! `raw/Write_<shape>` sends the postcard encoding (typed header included)
 //! as raw bytes: the target is typed postcard `send` within 2x of it.
@@ -240,6 +242,23 @@ where
     });
 }
 
+/// What `RecvRef_Large/rkyv` spends on validation, outside the channel:
+/// `Access_Large/rkyv` is the codec's validated access alone over the
+/// archived bytes, `IsAscii_Large_note` the standard library's
+/// `[u8]::is_ascii` over the 120-byte note, which bytecheck runs on every
+/// string before it would try UTF-8.
+fn validation_parts(g: &mut BenchmarkGroup<'_, WallTime>, v: &Large) {
+    let archived = rkyv::to_bytes::<rancor::Error>(v).expect("archive");
+    g.throughput(Throughput::Bytes(archived.len() as u64));
+    g.bench_function("Access_Large/rkyv", |b| {
+        b.iter(|| black_box(filechannel::codec::access::<Large>(black_box(&archived)).is_ok()))
+    });
+    g.throughput(Throughput::Bytes(v.note.len() as u64));
+    g.bench_function("IsAscii_Large_note", |b| {
+        b.iter(|| black_box(black_box(v.note.as_bytes()).is_ascii()))
+    });
+}
+
 fn typed_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("typed");
     filechannel_benches::flat(&mut g);
@@ -265,6 +284,7 @@ fn typed_benches(c: &mut Criterion) {
     // checked (ASCII, else UTF-8) and its range claimed, plain integers are
     // not checked at all.
     recv_ref_trio::<Large>(&mut g, "Large", &l);
+    validation_parts(&mut g, &l);
     recv_ref_trio::<Numeric>(&mut g, "Numeric", &numeric());
     g.finish();
 }
