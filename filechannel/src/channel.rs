@@ -548,6 +548,16 @@ fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Wakes receivers blocked in `recv` when messages were published since the
+/// last time.
+fn wake_receivers<S: Storage>(sh: &Shared<S>, notified_seq: &mut u64) {
+    let seq = sh.published_seq.load(Ordering::Acquire);
+    if seq != *notified_seq && sh.notify.has_waiters() {
+        sh.notify.notify_all();
+        *notified_seq = seq;
+    }
+}
+
 fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Duration) {
     let mut notified_seq = 0;
     let mut last_seq = 0;
@@ -568,18 +578,17 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
             prefaulted = 0;
         }
         // `Buffered` mode: finish (fill in the CRCs of) and publish what
-        // senders appended since the last round, off their path. (A
-        // rotation finishes the segment it seals itself.)
-        if let Some((id, map)) = &active
-            && sh.config.durability == Durability::Buffered
-        {
-            sh.complete_appended(*id, map, false);
-        }
-        let seq = sh.published_seq.load(Ordering::Acquire);
-        if seq != notified_seq && sh.notify.has_waiters() {
-            sh.notify.notify_all();
-            notified_seq = seq;
-        }
+        // senders appended since the last round, off their path (a rotation
+        // finishes the segment it seals itself), and again after each of the
+        // round's longer steps, so that they do not hold it back.
+        let buffered = sh.config.durability == Durability::Buffered;
+        let finish = || {
+            if let Some((id, map)) = active.as_ref().filter(|_| buffered) {
+                sh.complete_appended(*id, map, false);
+            }
+        };
+        finish();
+        wake_receivers(&sh, &mut notified_seq);
         // Swapped with a buffer of the same capacity: the receivers' pushes
         // never allocate.
         std::mem::swap(
@@ -588,6 +597,7 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         );
         for (map, from, len) in reads.drain(..) {
             map.prefault_read(from, len);
+            finish();
         }
         if sh.flusher.gc_pending.swap(false, Ordering::AcqRel) {
             let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
@@ -614,8 +624,14 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
                 behind = map.prepare_ahead(want, FILL_STEP, PREFAULT_WINDOW / 2);
             }
         }
+        finish();
+        wake_receivers(&sh, &mut notified_seq);
         let written = sh.written_seq.load(Ordering::Acquire);
-        let busy = behind || written != last_seq || sh.notify.has_waiters();
+        // Appended but not yet published (another completer held the flag
+        // this round): not idle until it is, or a crash could take it long
+        // after its `flush_interval`.
+        let unfinished = buffered && written > sh.published_seq.load(Ordering::Acquire);
+        let busy = behind || unfinished || written != last_seq || sh.notify.has_waiters();
         last_seq = written;
         if !busy {
             sh.flusher.idle.store(true, Ordering::SeqCst);

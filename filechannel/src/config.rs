@@ -25,8 +25,9 @@ pub enum Durability {
     /// receiver sees the message once `send` has returned; one blocked in
     /// `recv` is woken within `flush_interval`. A process crash keeps
     /// everything flushed (by `flush`, `sync`, `close` or the flusher): at
-    /// most the last `flush_interval` of small sends is lost with the
-    /// process. Not a power loss unless followed by
+    /// most about the last `flush_interval` of small sends is lost with the
+    /// process (plus one step of the flusher's other work, a 1 MiB zero-fill
+    /// or read-ahead, while it is busy). Not a power loss unless followed by
     /// [`Sender::sync`](crate::Sender::sync).
     #[default]
     Buffered,

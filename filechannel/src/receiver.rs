@@ -8,6 +8,7 @@
 
 use crate::catalog::Cursor;
 use crate::channel::Shared;
+use crate::config::Durability;
 use crate::error::{AckError, RecvError, RecvTimeoutError, TryRecvError};
 use crate::format::{SEGMENT_HEADER_LEN, segment_file_name, segment_seed};
 use crate::segment::read_frame;
@@ -228,8 +229,10 @@ impl<S: Storage> Receiver<S> {
             let frame = match read_frame(&self.map, self.seed, self.pos, self.seq) {
                 Ok(Some(f)) => f,
                 // `Buffered` mode: what senders appended may be waiting for
-                // the flusher to finish it; finish it here instead.
-                Ok(None) if !caught_up && self.shared.catch_up() => {
+                // the flusher to finish it; finish it here instead, and look
+                // again even if somebody else just did.
+                Ok(None) if !caught_up && self.shared.config.durability == Durability::Buffered => {
+                    self.shared.catch_up();
                     caught_up = true;
                     continue;
                 }

@@ -16,7 +16,9 @@
 //! `Sync`-mode sends: every send that returned `Ok` reaches a receiver
 //! draining the closed channel before `Disconnected`. A third fails one
 //! storage operation (picked per schedule) under two rotating `Sync`-mode
-//! senders: exactly the sends that returned `Ok` are delivered.
+//! senders: exactly the sends that returned `Ok` are delivered. A fourth
+//! checks that in `Buffered` mode `try_recv` and `len` see a message as soon
+//! as its `send` has returned.
 //!
 //! `SHUTTLE_ITERATIONS` (default 10,000: half random schedules, half PCT)
 //! sets the size; `scripts/soak` runs a larger one.
@@ -182,6 +184,61 @@ fn scenario_in(durability: Durability) {
     ch.close().expect("close");
 }
 
+/// Messages the `Buffered` visibility scenario sends.
+const VISIBLE: u32 = 8;
+
+/// `Buffered` mode's promise to receivers, as with `std::sync::mpsc`: once a
+/// `send` has returned, `try_recv` gets the message and `len` counts it,
+/// whoever finishes it (the flusher, either receiver, or the next large
+/// send), however their steps interleave. Two receivers, so that each races
+/// the other's finishing as well as the flusher's.
+fn visible_once_sent() {
+    use shuttle::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+    let ch = open(&SimStorage::new(), Durability::Buffered);
+    let (mut rx, counter) = (ch.rx(), ch.rx());
+    let tx = ch.tx();
+    let sent = Arc::new(AtomicU32::new(0));
+    let sender = {
+        let sent = Arc::clone(&sent);
+        thread::spawn(move || {
+            for i in 0..VISIBLE {
+                tx.send(&payload(0, i)).expect("send");
+                sent.store(i + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let counting = {
+        let sent = Arc::clone(&sent);
+        thread::spawn(move || {
+            while sent.load(Ordering::SeqCst) < VISIBLE {
+                let confirmed = sent.load(Ordering::SeqCst);
+                let len = counter.len();
+                assert!(
+                    len >= u64::from(confirmed),
+                    "len() is {len} after {confirmed} returned sends"
+                );
+                thread::yield_now();
+            }
+        })
+    };
+    let mut got = 0;
+    while got < VISIBLE {
+        if got < sent.load(Ordering::SeqCst) {
+            match rx.try_recv() {
+                Ok(m) => assert_eq!(check(&m), (0, got)),
+                Err(e) => panic!("message {got} was sent, but try_recv says {e:?}"),
+            }
+            got += 1;
+        } else {
+            thread::yield_now();
+        }
+    }
+    sender.join().expect("sender");
+    counting.join().expect("counting receiver");
+    ch.close().expect("close");
+}
+
 /// Over all schedules of [`close_races_sync_sends`]: how many had 0, 1, 2
 /// or 3 sends confirmed before `close` stopped them.
 static CONFIRMED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
@@ -303,6 +360,12 @@ fn two_senders_two_receivers() {
 fn two_senders_two_receivers_buffered() {
     let n = explore(scenario_buffered, iterations() / 2);
     println!("{n} schedules in Buffered mode");
+}
+
+#[test]
+fn a_returned_buffered_send_is_visible_to_try_recv_and_len() {
+    let n = explore(visible_once_sent, iterations() / 5);
+    println!("{n} schedules of Buffered sends read as they return");
 }
 
 #[test]

@@ -238,11 +238,13 @@ impl<S: Storage> Shared<S> {
     /// for the flusher if it is completing a batch.
     pub(crate) fn complete_written(&self, w: &mut Writer<S>) {
         if self.config.durability == Durability::Buffered {
-            let seed = w.seed;
-            w.map.complete(|frames| format::complete_frames(seed, frames).0);
+            let (seed, next_seq) = (w.seed, w.next_seq);
             // Under the writer lock nobody publishes past `next_seq`: a store
             // cannot move the mark back.
-            self.published_seq.store(w.next_seq, Ordering::Release);
+            w.map.complete(
+                |frames| format::complete_frames(seed, frames).0,
+                || self.published_seq.store(next_seq, Ordering::Release),
+            );
         }
     }
 
@@ -255,31 +257,39 @@ impl<S: Storage> Shared<S> {
         // A lower bound of every unpublished frame's sequence number, taken
         // before the frames: the last one's is rebuilt from its low 32 bits.
         let floor = self.published_seq.load(Ordering::Acquire);
-        let mut last = None;
-        map.try_complete(wait, |frames| {
-            let (done, seq_lo) = format::complete_frames(format::segment_seed(id), frames);
-            last = seq_lo;
-            done
-        });
-        // A frame below the floor (counted already) changes nothing; the
-        // frames a completer sees are fewer than 2^31 apart.
-        let ahead = last.map(|seq_lo| seq_lo.wrapping_sub(floor as u32));
-        if let Some(ahead) = ahead.filter(|&a| a < 1 << 31) {
-            self.published_seq
-                .fetch_max(floor + u64::from(ahead) + 1, Ordering::AcqRel);
-        }
+        let last = std::cell::Cell::new(None);
+        map.try_complete(
+            wait,
+            |frames| {
+                let (done, seq_lo) = format::complete_frames(format::segment_seed(id), frames);
+                last.set(seq_lo);
+                done
+            },
+            // Counted before the next completer comes in: one that finds
+            // nothing left to finish must find the count up to date.
+            || {
+                // A frame below the floor (counted already) changes nothing;
+                // the frames a completer sees are fewer than 2^31 apart.
+                let ahead = last.get().map(|seq_lo: u32| seq_lo.wrapping_sub(floor as u32));
+                if let Some(ahead) = ahead.filter(|&a| a < 1 << 31) {
+                    self.published_seq
+                        .fetch_max(floor + u64::from(ahead) + 1, Ordering::AcqRel);
+                }
+            },
+        );
     }
 
     /// Called by a receiver that finds nothing to read: in `Buffered` mode,
     /// finishes and publishes what senders have appended, rather than
     /// leaving it to the flusher, so that a message is there for any
     /// receiver once its `send` has returned (as with `std::sync::mpsc`).
-    /// Returns whether there was anything to finish.
-    pub(crate) fn catch_up(&self) -> bool {
+    /// Another completer may have published them since the receiver looked:
+    /// it must look again whatever this finds.
+    pub(crate) fn catch_up(&self) {
         if self.config.durability != Durability::Buffered
             || self.written_seq.load(Ordering::Acquire) <= self.published_seq.load(Ordering::Acquire)
         {
-            return false;
+            return;
         }
         let (id, map) = {
             let cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
@@ -287,7 +297,6 @@ impl<S: Storage> Shared<S> {
         };
         self.complete_appended(id, &map, true);
         self.notify.notify_if_waiting();
-        true
     }
 
     /// Every message below `upto` is durable: the group commit's mark (under

@@ -226,11 +226,13 @@ impl SegmentMap {
 
     /// Finishes and publishes what the writer of a deferring map has
     /// appended: hands `complete` the bytes `[published, written)` (whole
-    /// frames, as the writer left them) to finish in place, and publishes as
-    /// many of their leading bytes as it returns. Does nothing when the map
-    /// does not defer or, unless `wait`, when another completer (or the
-    /// writer publishing) is at work.
-    pub(crate) fn try_complete(&self, wait: bool, complete: impl FnOnce(&mut [u8]) -> usize) {
+    /// frames, as the writer left them) to finish in place, publishes as
+    /// many of their leading bytes as it returns, and then runs `published`
+    /// (the caller's bookkeeping of what is now visible) before letting the
+    /// next completer in, so that whoever takes the flag after us sees it.
+    /// Does nothing when the map does not defer or, unless `wait`, when
+    /// another completer (or the writer publishing) is at work.
+    pub(crate) fn try_complete(&self, wait: bool, complete: impl FnOnce(&mut [u8]) -> usize, published: impl FnOnce()) {
         if !self.deferred.load(Ordering::Acquire) {
             return;
         }
@@ -243,6 +245,7 @@ impl SegmentMap {
             flag
         };
         self.complete_held(self.written.0.load(Ordering::Acquire), complete);
+        published();
         drop(flag);
     }
 
@@ -340,6 +343,11 @@ struct CompletingFlag<'a>(&'a AtomicBool);
 
 impl<'a> CompletingFlag<'a> {
     fn try_take(flag: &'a AtomicBool) -> Option<Self> {
+        // Look before trying: waiters spin here, and a failing swap would
+        // still take the line from the holder.
+        if flag.load(Ordering::Relaxed) {
+            return None;
+        }
         // Lazily built (`then`, not `then_some`): a guard built and dropped
         // on failure would release the holder's flag.
         flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -496,22 +504,27 @@ impl MapWriter {
     }
 
     /// As [`SegmentMap::try_complete`], from the writer's side: waits for a
-    /// completer at work rather than giving up. Does nothing in a map that
-    /// does not defer (its frames are finished as they are appended).
-    pub(crate) fn complete(&mut self, complete: impl FnOnce(&mut [u8]) -> usize) {
-        if self.deferred {
-            // Nothing left unfinished (the frames since `written` are
-            // finished as appended): publish without the flag. Only this
-            // writer raises `written`, and while it is at or below
-            // `published` no completer has anything to do or to store.
-            if self.map.written.0.load(Ordering::Relaxed) <= self.map.published() {
-                self.map.published.store(self.pos, Ordering::Release);
-                return;
-            }
-            let flag = CompletingFlag::take(&self.map.completing.0);
-            self.map.complete_held(self.pos, complete);
-            drop(flag);
+    /// completer at work rather than giving up, and runs `published` in
+    /// every case (in a map that does not defer, whose frames are finished
+    /// as they are appended, it is all there is to do).
+    pub(crate) fn complete(&mut self, complete: impl FnOnce(&mut [u8]) -> usize, published: impl FnOnce()) {
+        if !self.deferred {
+            published();
+            return;
         }
+        // Nothing left unfinished (the frames since `written` are finished
+        // as appended): publish without the flag. Only this writer raises
+        // `written`, and while it is at or below `published` no completer
+        // has anything to do or to store.
+        if self.map.written.0.load(Ordering::Relaxed) <= self.map.published() {
+            self.map.published.store(self.pos, Ordering::Release);
+            published();
+            return;
+        }
+        let flag = CompletingFlag::take(&self.map.completing.0);
+        self.map.complete_held(self.pos, complete);
+        published();
+        drop(flag);
     }
 
     /// Makes every appended byte final and visible to readers (in a
@@ -657,7 +670,7 @@ mod tests {
                 // them as a receiver would, as they come.
                 let (mut at, mut seq) = (start, 0);
                 while !done.load(Ordering::Acquire) {
-                    map.try_complete(false, finish);
+                    map.try_complete(false, finish, || {});
                     while let Some(frame) = crate::segment::read_frame(&map, seed, at, seq)
                         .unwrap_or_else(|e| panic!("published frame {seq} at {at}: {e}"))
                     {
@@ -672,7 +685,7 @@ mod tests {
                 let advance = format::frame_len(size as u64) as usize;
                 let appended = if frames.is_multiple_of(97) {
                     let ok = writer.append_with(&[&header, &payload], advance, |frame| format::fill_crc(seed, frame));
-                    writer.complete(finish);
+                    writer.complete(finish, || {});
                     ok
                 } else {
                     writer.append_deferred(&[&header, &payload], advance)
@@ -684,7 +697,7 @@ mod tests {
             }
             done.store(true, Ordering::Release);
         });
-        writer.complete(finish);
+        writer.complete(finish, || {});
         assert_eq!(map.published(), writer.pos());
         let mut at = start;
         for seq in 0..=frames {
