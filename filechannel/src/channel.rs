@@ -804,6 +804,43 @@ impl<S: Storage> std::fmt::Debug for Sender<S> {
 #[cfg(test)]
 mod tests {
     use crate::FileChannel;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, PoisonError};
+    use std::time::{Duration, Instant};
+
+    /// A round of the flusher whose finishing finds the `completing` flag
+    /// taken (a receiver at work, here the test) stays busy while anything
+    /// appended is unpublished: gone idle, it would park 50 ms with the
+    /// frame unfinished, which a process crash would then take.
+    #[test]
+    fn the_flusher_stays_awake_while_a_small_send_is_unfinished() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ch = FileChannel::open(dir.path())?;
+        let sh = ch.shared();
+        let map = Arc::clone(&sh.catalog.lock().unwrap_or_else(PoisonError::into_inner).active_map);
+        let held = map.hold_completing();
+        ch.tx().send(b"small")?;
+        // Hundreds of the flusher's rounds, its zero-fill ahead done.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            sh.published_seq.load(Ordering::Acquire),
+            0,
+            "finished under a held flag"
+        );
+        assert!(
+            !sh.flusher.idle.load(Ordering::SeqCst),
+            "the flusher went idle with a send unfinished"
+        );
+        drop(held);
+        // Nobody else is there to finish it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sh.published_seq.load(Ordering::Acquire) < 1 {
+            assert!(Instant::now() < deadline, "the flusher never finished the send");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ch.close()?;
+        Ok(())
+    }
 
     fn queued(ch: &FileChannel) -> usize {
         let sh = ch.shared();

@@ -249,6 +249,13 @@ impl SegmentMap {
         drop(flag);
     }
 
+    /// Holds the `completing` flag until the guard is dropped, as a
+    /// completer at work would.
+    #[cfg(test)]
+    pub(crate) fn hold_completing(&self) -> impl Drop + '_ {
+        CompletingFlag::take(&self.completing.0)
+    }
+
     /// [`try_complete`](Self::try_complete)'s work up to `to` (at most
     /// `written`, or the writer's own position when the writer calls), with
     /// `completing` held by the caller.
