@@ -8,7 +8,6 @@
 
 use crate::catalog::Cursor;
 use crate::channel::Shared;
-use crate::config::Durability;
 use crate::error::{AckError, RecvError, RecvTimeoutError, TryRecvError};
 use crate::format::{SEGMENT_HEADER_LEN, segment_file_name, segment_seed};
 use crate::segment::read_frame;
@@ -224,17 +223,31 @@ impl<S: Storage> Receiver<S> {
         if self.needs_enter {
             self.enter(self.seg_id)?;
         }
-        let mut caught_up = false;
+        let mut looked_again = false;
+        // Whether the writer had moved past this segment (so its seal was
+        // published) before the second look, which must then find a frame.
+        let mut sealed = false;
         loop {
             let frame = match read_frame(&self.map, self.seed, self.pos, self.seq) {
                 Ok(Some(f)) => f,
-                // `Buffered` mode: what senders appended may be waiting for
-                // the flusher to finish it; finish it here instead, and look
-                // again even if somebody else just did.
-                Ok(None) if !caught_up && self.shared.config.durability == Durability::Buffered => {
+                // Look again once. In `Buffered` mode what senders appended
+                // may be waiting for the flusher to finish it: finish it here
+                // (somebody else may also just have done so).
+                Ok(None) if !looked_again => {
+                    sealed = self.shared.flusher.active_seg.load(Ordering::Acquire) > self.seg_id;
                     self.shared.catch_up();
-                    caught_up = true;
+                    looked_again = true;
                     continue;
+                }
+                // The frames of a sealed segment end without its seal (a file
+                // cut short, a compressed copy without one): nothing after it
+                // could ever be read.
+                Ok(None) if sealed => {
+                    return Err(RecvError::Corrupted {
+                        segment: self.shared.dir.join(segment_file_name(self.seg_id)),
+                        offset: self.pos as u64,
+                        reason: "the segment's frames end without a seal",
+                    });
                 }
                 Ok(None) => return Ok(None),
                 Err(reason) => {
@@ -247,6 +260,7 @@ impl<S: Storage> Receiver<S> {
             };
             if frame.header.is_seal() {
                 self.enter(self.seg_id + 1)?;
+                sealed = false;
                 continue;
             }
             let seq = self.seq;

@@ -251,7 +251,13 @@ pub(crate) fn recover<S: Storage>(
     let (end, next_seq) = reopen_newest(&file, &path, id, meta)?;
     storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     let file = Arc::new(file);
-    let len = file.len().map_err(|e| Error::io(&path, e))?;
+    // A file cut short after its last frame (by hand, or a copy) still gets
+    // room for the seal that the next rotation appends: without it the
+    // segment would end unsealed, and nobody could read past it.
+    let len = file
+        .len()
+        .map_err(|e| Error::io(&path, e))?
+        .max(end as u64 + FRAME_HEADER_LEN);
     // Re-reserve in case blocks were freed (holes punched, say).
     file.allocate(len).map_err(|e| Error::io(&path, e))?;
     let map = file.map(len, true).map_err(|e| Error::io(&path, e))?;

@@ -184,7 +184,8 @@ impl<S: Storage> Shared<S> {
         let new_map = Arc::clone(&active.map);
         let mut old = std::mem::replace(&mut w.map, writer_map(active.writer, self.config.durability));
         let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq, w.id).to_bytes();
-        // `fits` kept room for the seal.
+        // `fits` kept room for the seal (and recovery makes room in a
+        // segment cut short after its last frame).
         let _ = old.append(&[&seal], FRAME_HEADER_LEN as usize);
         // Nothing is written after the seal: the flusher stops filling.
         old.claim_all();

@@ -73,6 +73,39 @@ fn torn_tail_of_newest_segment_is_trimmed_and_writing_continues() {
     assert_eq!(read_all(dir.path()), (0..12).collect::<Vec<_>>());
 }
 
+/// A newest segment cut short right after its last frame, with no room
+/// left for a seal: the reopen makes room, so the next rotation seals it,
+/// and every message, old and new, reads back in order, also after another
+/// reopen. (Before, the seal went missing: receivers stopped at the end of
+/// the segment for good, and the next open refused the directory.)
+#[test]
+fn newest_segment_cut_after_its_last_frame_is_sealed_at_the_next_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 10, 100);
+    let (seg, _) = newest_segment(dir.path());
+    // Frames are padded to 16 bytes; the payloads end in non-zero bytes.
+    let end = data_end(&seg).div_ceil(16) * 16;
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(end).unwrap();
+    let ch = open_small(dir.path());
+    assert_eq!(ch.write_offset(), 10);
+    let tx = ch.tx();
+    // 4 KiB segments: several rotations, the first one right away.
+    for seq in 10..100 {
+        tx.send(&payload(seq, 100)).unwrap();
+    }
+    // Acking and never acking: the reopen below still holds everything.
+    let mut rx = ch.rx_ack();
+    for seq in 0..100 {
+        let m = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("message {seq}: {e}"));
+        assert_eq!(check_payload(&m), seq);
+    }
+    drop(rx);
+    ch.close().unwrap();
+    assert_eq!(read_all(dir.path()), (0..100).collect::<Vec<_>>());
+}
+
 #[test]
 fn corrupt_frame_in_sealed_segment_is_a_typed_error_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
