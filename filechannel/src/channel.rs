@@ -480,13 +480,27 @@ impl<S: Storage> Shared<S> {
     /// Called by a receiver that is about to sleep: make sure the flusher is
     /// awake to wake it.
     pub(crate) fn arm_flusher(&self) {
-        if self.flusher.idle.swap(false, Ordering::SeqCst)
-            && let Some(t) = self
-                .flusher
-                .thread
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
+        if self.flusher.idle.swap(false, Ordering::SeqCst) {
+            self.unpark_flusher();
+        }
+    }
+
+    /// Asks the flusher to collect consumed segments now, whatever it is
+    /// doing: a busy flusher parks a whole `flush_interval` between rounds,
+    /// and a long interval must not hold segments on disk for as long.
+    pub(crate) fn request_gc(&self) {
+        self.flusher.gc_pending.store(true, Ordering::Release);
+        self.flusher.idle.store(false, Ordering::SeqCst);
+        self.unpark_flusher();
+    }
+
+    fn unpark_flusher(&self) {
+        if let Some(t) = self
+            .flusher
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
         {
             t.thread().unpark();
         }

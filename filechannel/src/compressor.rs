@@ -182,8 +182,7 @@ fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
     let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
     cat.compressing = None;
     // GC may have skipped this segment while it was claimed.
-    sh.flusher.gc_pending.store(true, Ordering::Release);
-    sh.arm_flusher();
+    sh.request_gc();
     let packed = match outcome {
         Ok(packed) => packed,
         Err(e) => {

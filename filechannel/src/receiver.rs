@@ -356,8 +356,7 @@ impl<S: Storage> Receiver<S> {
     /// Asks the flusher to delete (or recycle) segments no receiver needs:
     /// file operations and directory fsyncs stay off the receive path.
     fn collect(&self) {
-        self.shared.flusher.gc_pending.store(true, Ordering::Release);
-        self.shared.arm_flusher();
+        self.shared.request_gc();
     }
 
     /// The next message, waiting as `wait` says: `Ok(None)` when none is

@@ -345,3 +345,26 @@ fn consumed_segments_are_recycled_and_stale_frames_never_resurface() {
     assert_eq!(got, (got[0]..next).collect::<Vec<_>>());
     assert_eq!(ch2.write_offset(), next);
 }
+
+/// A long `flush_interval` does not hold consumed segments on disk: a
+/// receiver passing a segment wakes the flusher to collect it, whatever the
+/// flusher is doing (busy, it parks a whole interval between rounds).
+#[test]
+fn consumed_segments_go_even_with_a_long_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::builder()
+        .segment_size(4096)
+        .compression(filechannel::Compression::None)
+        .flush_interval(std::time::Duration::from_secs(3600))
+        // Receivers are woken by the sends themselves, not by the flusher.
+        .durability(filechannel::Durability::Flush)
+        .open(dir.path())
+        .unwrap();
+    let tx = ch.tx();
+    let mut rx = ch.rx();
+    for seq in 0..200 {
+        tx.send(&payload(seq, 100)).unwrap();
+        assert_eq!(check_payload(&rx.recv().unwrap()), seq);
+    }
+    wait_for("the consumed segments to go", || segment_files(dir.path()).len() <= 2);
+}
