@@ -67,7 +67,9 @@ fn read_head<F: StorageFile>(file: &F, path: &Path, len: u64) -> Result<Option<H
         let mut raw = [0u8; HEAD_SLOT_LEN as usize];
         file.read_exact_at(&mut raw, slot * HEAD_SLOT_LEN)
             .map_err(|e| Error::io(path, e))?;
-        match HeadSlot::from_bytes(&raw) {
+        // A generation this high was never written here (one a head store:
+        // 2^62 stores take centuries); counting on from it would overflow.
+        match HeadSlot::from_bytes(&raw).filter(|s| s.generation < 1 << 62) {
             Some(s) if best.is_none_or(|b| s.generation > b.generation) => best = Some(s),
             Some(_) => {}
             None if raw != [0; HEAD_SLOT_LEN as usize] => {

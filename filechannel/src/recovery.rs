@@ -540,6 +540,12 @@ pub(crate) fn create_segment<S: Storage>(
             // its own header. Stale frames after it fail their CRC, which
             // covers the segment id.
             let f = storage.open(&spare, true).map_err(|e| Error::io(&spare, e))?;
+            // Its blocks reserved as a fresh segment's are: a spare with
+            // holes (a sparse copy of the directory) would meet a full disk
+            // as SIGBUS in a store through the map.
+            f.len()
+                .and_then(|len| f.allocate(len))
+                .map_err(|e| Error::io(&spare, e))?;
             f.write_all_at(&header, 0).map_err(|e| Error::io(&spare, e))?;
             f.sync_data().map_err(|e| Error::io(&spare, e))?;
             storage.rename(&spare, &path).map_err(io)?;

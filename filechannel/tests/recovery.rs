@@ -106,6 +106,84 @@ fn newest_segment_cut_after_its_last_frame_is_sealed_at_the_next_rotation() {
     assert_eq!(read_all(dir.path()), (0..100).collect::<Vec<_>>());
 }
 
+/// A head slot whose generation is far beyond anything written (valid CRC,
+/// generation `u64::MAX`) is ignored, not counted on from: the next head
+/// store used to overflow (a panic in debug builds; in release it landed in
+/// the slot that loses, so the head never moved again).
+#[test]
+fn a_head_slot_with_an_impossible_generation_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    write_msgs(dir.path(), 10, 100);
+    write_head_generations(dir.path(), 0, 1, [1, u64::MAX]);
+    let ch = open_small(dir.path());
+    let mut rx = ch.rx();
+    assert_eq!(
+        drain(&mut rx).iter().map(|m| check_payload(m)).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    drop(rx);
+    ch.close().unwrap();
+    // The head moved past what the plain receiver consumed.
+    let ch = open_small(dir.path());
+    assert!(
+        ch.rx().try_recv().is_err(),
+        "consumed messages came back: the head was not stored"
+    );
+    ch.close().unwrap();
+}
+
+/// A spare file with no blocks (a sparse copy of the directory) gets them
+/// reserved when a rotation reuses it, as a fresh segment does, so that a
+/// full disk is an error and not a SIGBUS in a store through the map. In
+/// `Sync` mode nothing zero-fills ahead of the writer, so only that
+/// reservation covers the pages not yet written.
+#[test]
+fn a_sparse_spare_gets_its_blocks_reserved_when_reused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = |durability| {
+        FileChannel::builder()
+            .segment_size(64 << 10)
+            .compression(filechannel::Compression::None)
+            .durability(durability)
+            .open(dir.path())
+            .unwrap()
+    };
+    let ch = open(filechannel::Durability::Flush);
+    ch.tx().send(&payload(0, 100)).unwrap();
+    ch.close().unwrap();
+    let (seg, id) = newest_segment(dir.path());
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len > 4096, "a segment of one page proves nothing: {len} bytes");
+    let spare = dir.path().join(format!("spare.{:020}", 0));
+    std::fs::File::create(&spare).unwrap().set_len(len).unwrap();
+    assert_eq!(
+        std::fs::metadata(&spare).unwrap().blocks(),
+        0,
+        "the file system filled a sparse file"
+    );
+    let ch = open(filechannel::Durability::Sync);
+    let tx = ch.tx();
+    let next = dir.path().join(format!("segment.{:020}", id + 1));
+    let mut seq = 1;
+    while !next.exists() {
+        assert!(seq < 2000, "no rotation");
+        tx.send(&payload(seq, 100)).unwrap();
+        seq += 1;
+    }
+    assert!(!spare.exists(), "the rotation did not take the spare");
+    // Only the header and a frame or two are written in it yet.
+    let reused = std::fs::metadata(&next).unwrap();
+    assert!(
+        reused.blocks() * 512 >= reused.len(),
+        "{} of {} bytes reserved",
+        reused.blocks() * 512,
+        reused.len()
+    );
+    ch.close().unwrap();
+    assert_eq!(read_all(dir.path()), (0..seq).collect::<Vec<_>>());
+}
+
 #[test]
 fn corrupt_frame_in_sealed_segment_is_a_typed_error_not_skipped() {
     let dir = tempfile::tempdir().unwrap();

@@ -75,8 +75,13 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 /// of bytes 0..28): both slots say `head_seq` with `flags` (bit 0: the last
 /// close was clean). Flags 0 is what a crash leaves.
 pub fn write_head(dir: &Path, head_seq: u64, flags: u32) {
+    write_head_generations(dir, head_seq, flags, [1, 2]);
+}
+
+/// [`write_head`] with the two slots' generations given.
+pub fn write_head_generations(dir: &Path, head_seq: u64, flags: u32, generations: [u64; 2]) {
     let mut slots = Vec::new();
-    for generation in [1u64, 2] {
+    for generation in generations {
         let mut b = [0u8; 32];
         b[0..4].copy_from_slice(b"FCHD");
         b[4..8].copy_from_slice(&1u32.to_le_bytes());
