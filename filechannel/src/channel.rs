@@ -490,6 +490,8 @@ impl<S: Storage> Shared<S> {
     /// and a long interval must not hold segments on disk for as long.
     pub(crate) fn request_gc(&self) {
         self.flusher.gc_pending.store(true, Ordering::Release);
+        // Not idle: else a flusher woken from its short idle park would
+        // still take the 50 ms one before the next round.
         self.flusher.idle.store(false, Ordering::SeqCst);
         self.unpark_flusher();
     }
