@@ -235,6 +235,53 @@ mod tests {
         b[30] ^= 1;
         assert!(CompressedHeader::from_bytes(&b).is_err());
     }
+
+    /// The process's peak resident memory in KiB.
+    fn peak_rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_segment_is_refused_without_using_the_memory() {
+        // A CRC-valid header whose plain length (8 GiB) the body does not
+        // decompress to: an error, and the 8 GiB buffer is never touched
+        // (it used to be zero-filled before decompressing).
+        let dir = tempfile::tempdir().unwrap();
+        let plain_len = 8u64 << 30;
+        let before = peak_rss_kib();
+        for m in [Compression::Snappy, Compression::Gzip, Compression::Zstd] {
+            let body = m.compress(None, &[7u8; 4096]).unwrap();
+            let header = CompressedHeader {
+                method: m,
+                id: 2,
+                base_seq: 0,
+                base_pos: 0,
+                end_seq: 1,
+                plain_len,
+                body_len: body.len() as u64,
+                body_crc: crc32fast::hash(&body),
+            };
+            let path = dir.path().join(format!("{m:?}.z"));
+            let mut file = header.to_bytes().to_vec();
+            file.extend_from_slice(&body);
+            std::fs::write(&path, file).unwrap();
+            let expected = Packed {
+                method: m,
+                plain_len,
+                file_len: 0,
+            };
+            let err = load_compressed(&crate::storage::Fs, &path, expected).unwrap_err();
+            // Either the lazy allocation is refused or the length check fails.
+            assert!(
+                err.contains("decompress") || err.contains("cannot allocate"),
+                "{m:?}: {err}"
+            );
+        }
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(grown < 1 << 20, "peak memory grew by {grown} KiB");
+    }
 }
 
 /// What the catalog keeps about a compressed segment.

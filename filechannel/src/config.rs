@@ -72,6 +72,8 @@ pub struct Builder {
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// Largest accepted `max_message_size` (a frame length is a `u32`).
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = (u32::MAX as usize) - 4096;
+/// Largest accepted `segment_size`.
+const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -150,7 +152,7 @@ impl Builder {
                 self.segment_size
             )));
         }
-        if self.segment_size > (1 << 40) {
+        if self.segment_size > MAX_SEGMENT_SIZE {
             return Err(Error::Config(format!(
                 "segment_size {} is above 1 TiB",
                 self.segment_size
@@ -174,8 +176,14 @@ impl Builder {
     /// Bytes to reserve for a segment whose first message has `first_len`
     /// bytes: room for the header, that frame and the closing seal frame.
     pub(crate) fn segment_capacity(&self, first_len: u64) -> u64 {
-        let need = format::SEGMENT_HEADER_LEN + format::frame_len(first_len) + format::FRAME_HEADER_LEN;
-        need.max(self.segment_size).next_multiple_of(4096)
+        capacity(self.segment_size, first_len)
+    }
+
+    /// The largest segment any accepted settings can make: what a segment
+    /// written under other settings (a larger `segment_size`, a larger
+    /// `max_message_size`) may hold.
+    pub(crate) fn largest_segment_capacity() -> u64 {
+        capacity(MAX_SEGMENT_SIZE, MAX_MESSAGE_SIZE_LIMIT as u64)
     }
 
     /// Opens (creating if missing) the channel in `dir` with these settings.
@@ -195,4 +203,11 @@ impl Builder {
         self.validate()?;
         FileChannel::open_inner(storage, dir.as_ref(), self)
     }
+}
+
+/// Bytes to reserve for a segment of `segment_size` whose first message has
+/// `first_len` bytes.
+fn capacity(segment_size: u64, first_len: u64) -> u64 {
+    let need = format::SEGMENT_HEADER_LEN + format::frame_len(first_len) + format::FRAME_HEADER_LEN;
+    need.max(segment_size).next_multiple_of(4096)
 }

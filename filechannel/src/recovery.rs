@@ -127,16 +127,18 @@ pub(crate) fn recover<S: Storage>(
                 });
             }
             let (header, file_len) = read_packed_header(storage, &path, id)?;
-            // Reading it decompresses `plain_len` bytes into memory: refuse
-            // lengths no segment of this channel can have.
-            let limit = config
-                .segment_capacity(config.max_message_size as u64)
-                .saturating_mul(4);
+            // Only lengths no settings can produce are refused here: the
+            // segment may come from a channel with larger segments or
+            // messages than this open's. Reading it allocates `plain_len`
+            // bytes lazily (`HeapMap::zeroed`) and checks the decompressed
+            // length, and the length is checked against the next segment
+            // below.
+            let limit = Builder::largest_segment_capacity();
             if header.plain_len > limit {
                 return Err(Error::BadSegment {
                     path,
                     reason: format!(
-                        "records {} bytes of segment, more than the {limit} this channel allows",
+                        "records {} bytes of segment, more than the {limit} any channel can have",
                         header.plain_len
                     ),
                 });

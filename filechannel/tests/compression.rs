@@ -376,3 +376,33 @@ fn disk_usage_counts_compressed_files() {
         .sum();
     assert_eq!(on_disk, ch.stats().compressed_bytes);
 }
+
+#[test]
+fn compressed_segments_of_larger_settings_open_under_smaller_ones() {
+    // Written with 64 KiB segments and 4 KiB messages, reopened with the
+    // smallest settings: the old compressed segments hold 16 times the new
+    // segment size, and they are valid. (The open used to refuse a
+    // compressed segment over four times the new segment capacity.)
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::builder()
+        .segment_size(64 << 10)
+        .max_message_size(4096)
+        .compression(Compression::Zstd)
+        .open(dir.path())
+        .unwrap();
+    fill(&ch, 0..3000);
+    wait_for("compression", || {
+        ch.stats().compressed_segments >= 2 && ch.stats().compressed_segments + 2 >= ch.stats().segments
+    });
+    ch.close().unwrap();
+    drop(ch);
+    let ch = FileChannel::builder()
+        .segment_size(4096)
+        .max_message_size(256)
+        .compression(Compression::Zstd)
+        .open(dir.path())
+        .unwrap();
+    fill(&ch, 3000..3100);
+    assert_eq!(read_all(&ch), (0..3100).collect::<Vec<_>>());
+    ch.close().unwrap();
+}

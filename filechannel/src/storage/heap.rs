@@ -19,17 +19,29 @@ impl std::fmt::Debug for HeapMap {
 impl HeapMap {
     /// A zeroed buffer of `len` bytes; an error rather than an abort when
     /// the memory cannot be had (the length comes from a file).
+    ///
+    /// The memory comes from the allocator's zeroed path (`calloc`), which
+    /// for large buffers maps fresh pages instead of writing zeros: pages
+    /// nobody writes cost no memory. A compressed segment whose header claims
+    /// far more bytes than its body holds therefore costs only what the body
+    /// decompresses to before the length check refuses it.
     pub(crate) fn zeroed(len: usize) -> std::io::Result<Self> {
         let words = len.div_ceil(16);
-        let mut v: Vec<u128> = Vec::new();
-        v.try_reserve_exact(words).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("cannot allocate {len} bytes"))
-        })?;
-        v.resize(words, 0);
-        Ok(HeapMap {
-            buf: v.into_boxed_slice(),
-            len,
-        })
+        if words == 0 {
+            return Ok(Self::empty());
+        }
+        let oom = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("cannot allocate {len} bytes"));
+        let layout = std::alloc::Layout::array::<u128>(words).map_err(|_| oom())?;
+        // SAFETY: the layout has a non-zero size (`words > 0`).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u128>();
+        if ptr.is_null() {
+            return Err(oom());
+        }
+        // SAFETY: `ptr` was allocated by the global allocator with the layout
+        // of `[u128; words]`, which is what `Box<[u128]>` frees it with; all
+        // bytes are zero, a valid `u128`; nothing else owns the allocation.
+        let buf = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, words)) };
+        Ok(HeapMap { buf, len })
     }
 
     /// An empty buffer (a placeholder map).
