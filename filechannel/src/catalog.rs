@@ -209,11 +209,11 @@ impl<S: Storage> Catalog<S> {
     }
 
     /// A spare file big enough for a segment whose first message has
-    /// `first_len` bytes, if there is one.
-    pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<PathBuf> {
+    /// `first_len` bytes, if there is one, with its length.
+    pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<(PathBuf, u64)> {
         let need = config.segment_capacity(first_len);
         let i = self.spares.iter().position(|(_, len)| *len >= need)?;
-        Some(self.spares.swap_remove(i).0)
+        Some(self.spares.swap_remove(i))
     }
 
     /// The oldest segment some receiver (live, or a dropped acking one) still

@@ -858,6 +858,67 @@ mod tests {
         Ok(())
     }
 
+    /// A rotation whose reuse of a spare file fails before the rename (a
+    /// full disk) leaves the spare a spare: counted, and reused by the next
+    /// rotation. It used to drop out of the list until the next open, its
+    /// file still on disk.
+    #[test]
+    fn a_spare_whose_reuse_fails_stays_a_spare() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::{FailPlan, OpKind, SimStorage};
+        use crate::{Compression, Durability, SendError};
+        let sim = SimStorage::new();
+        let ch = FileChannel::builder()
+            .segment_size(4096)
+            .durability(Durability::Flush)
+            .compression(Compression::None)
+            .open_with(sim.clone(), std::path::Path::new("/ch"))?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        // One 2,000-byte message fills a 4 KiB segment: every send rotates.
+        let msg = [7u8; 2000];
+        for _ in 0..4 {
+            tx.send(&msg)?;
+            assert_eq!(rx.recv()?, msg);
+        }
+        // Every consumed segment retired (no storage work left behind) and
+        // one of them kept as a spare.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ch.stats().segments > 1 || ch.stats().spare_segments == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "consumed segments not retired: {:?}",
+                ch.stats()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let spares = ch.stats().spare_segments;
+        sim.fail(FailPlan {
+            from_op: sim.ops() + 1,
+            once: true,
+            kind: std::io::ErrorKind::StorageFull,
+            only_dir_syncs: false,
+        });
+        assert!(matches!(tx.send(&msg), Err(SendError::DiskFull { .. })));
+        let failed = sim.failed();
+        assert!(
+            matches!(failed.as_slice(), [(_, OpKind::Other)]),
+            "the spare's open should have failed: {failed:?}"
+        );
+        assert_eq!(ch.stats().spare_segments, spares, "the spare dropped out of the list");
+        let logged = sim.log().len();
+        tx.send(&msg)?;
+        assert_eq!(ch.stats().spare_segments, spares - 1, "the next rotation reused it");
+        assert!(
+            !sim.log()[logged..]
+                .iter()
+                .any(|(_, op)| matches!(op, OpKind::Create(_))),
+            "a segment was created instead of reusing the spare"
+        );
+        assert_eq!(rx.recv()?, msg);
+        ch.close()?;
+        Ok(())
+    }
+
     fn queued(ch: &FileChannel) -> usize {
         let sh = ch.shared();
         sh.flusher.read_ahead.lock().map(|q| q.len()).unwrap_or(usize::MAX)

@@ -233,7 +233,7 @@ pub(crate) fn recover<S: Storage>(
     }
 
     let Some(&(id, meta)) = kept.last() else {
-        let active = create_segment(storage, dir, config, None, 1, 0, 0, 0, true)?;
+        let active = create_segment(storage, dir, config, &mut None, 1, 0, 0, 0, true)?;
         segments.insert(
             1,
             SegMeta {
@@ -520,13 +520,14 @@ fn scan(map: &SegmentMap, id: u64, base_seq: u64) -> (usize, u64, bool) {
 /// mode, so that the name never reaches the disk before the header does) and
 /// maps it. With `sync` the directory entry is fsynced too; otherwise the
 /// caller must sync the directory before it reports anything in the segment
-/// durable.
+/// durable. `spare` is emptied once the file is renamed into the segment:
+/// after a failure it still names a spare the caller may use again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &Builder,
-    spare: Option<PathBuf>,
+    spare: &mut Option<PathBuf>,
     id: u64,
     base_seq: u64,
     base_pos: u64,
@@ -536,21 +537,21 @@ pub(crate) fn create_segment<S: Storage>(
     let path = dir.join(segment_file_name(id));
     let header = SegmentHeader { id, base_seq, base_pos }.to_bytes();
     let io = |e| Error::io(&path, e);
-    let file = match spare {
-        Some(spare) => {
+    let file = match spare.as_deref() {
+        Some(from) => {
             // Header first, then the rename: `segment.N` never exists without
             // its own header. Stale frames after it fail their CRC, which
             // covers the segment id.
-            let f = storage.open(&spare, true).map_err(|e| Error::io(&spare, e))?;
+            let spare_io = |e| Error::io(from, e);
+            let f = storage.open(from, true).map_err(spare_io)?;
             // Its blocks reserved as a fresh segment's are: a spare with
             // holes (a sparse copy of the directory) would meet a full disk
             // as SIGBUS in a store through the map.
-            f.len()
-                .and_then(|len| f.allocate(len))
-                .map_err(|e| Error::io(&spare, e))?;
-            f.write_all_at(&header, 0).map_err(|e| Error::io(&spare, e))?;
-            f.sync_data().map_err(|e| Error::io(&spare, e))?;
-            storage.rename(&spare, &path).map_err(io)?;
+            f.len().and_then(|len| f.allocate(len)).map_err(spare_io)?;
+            f.write_all_at(&header, 0).map_err(spare_io)?;
+            f.sync_data().map_err(spare_io)?;
+            storage.rename(from, &path).map_err(io)?;
+            *spare = None;
             f
         }
         None => {

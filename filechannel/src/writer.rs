@@ -154,22 +154,29 @@ impl<S: Storage> Shared<S> {
         let sync = self.config.durability == Durability::Sync;
         let new_id = w.id + 1;
         let seal_pos = w.channel_pos() + FRAME_HEADER_LEN;
-        let spare = self
+        let taken = self
             .catalog
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take_spare(&self.config, first_len);
+        let (mut spare, spare_len) = taken.map_or((None, 0), |(path, len)| (Some(path), len));
         let created = create_segment(
             &self.storage,
             &self.dir,
             &self.config,
-            spare,
+            &mut spare,
             new_id,
             w.next_seq,
             seal_pos,
             first_len,
             sync,
         );
+        if let Some(path) = spare {
+            // Not renamed: still a spare (its reuse failed on a full disk,
+            // say), counted and tried again at the next rotation.
+            let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            cat.spares.push((path, spare_len));
+        }
         let active = match created {
             Ok(a) => a,
             Err(Error::Io { path, source }) if is_disk_full(&source) => {
