@@ -69,6 +69,9 @@ pub(crate) struct Shared<S: Storage> {
     /// with recording a failure as the poison: see
     /// [`Shared::fsync_segments`].
     pub fsync_lock: Mutex<()>,
+    /// Held for the whole of `close`: a second (or concurrent) call waits
+    /// for the first and reports how it ended.
+    close_lock: Mutex<()>,
     /// Paired with `catalog`: notified when a receiver is done decompressing
     /// a segment (`Catalog::loading`).
     pub segment_loaded: Condvar,
@@ -199,18 +202,23 @@ impl<S: Storage> FileChannel<S> {
         let mut head = HeadFile::open(&storage, dir, sync)?;
         let active = recovered.active;
         let next_seq = active.next_seq;
-        if head.seq > next_seq {
+        // A head past the last message (a power loss kept the head file's
+        // write but not the frames it acked) is lowered on disk too, fsynced
+        // before anything is sent: new messages take the sequence numbers
+        // below the old head, and a crash that left the old head in place
+        // would make the next open skip them unacked.
+        let clamped = head.seq > next_seq;
+        if clamped {
             tracing::warn!(
                 head = head.seq,
                 next_seq,
                 "head file is ahead of the last message; clamping it"
             );
-            head.seq = next_seq;
         }
-        if head.clean {
+        if clamped || head.clean {
             // In use from now on: a crash before the next clean close must
             // make the next open scan.
-            let seq = head.seq;
+            let seq = head.seq.min(next_seq);
             head.store(seq, true).map_err(|e| Error::io(head.path(), e))?;
         }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
@@ -252,6 +260,7 @@ impl<S: Storage> FileChannel<S> {
             }),
             sync_cv: Condvar::new(),
             fsync_lock: Mutex::new(()),
+            close_lock: Mutex::new(()),
             segment_loaded: Condvar::new(),
             poison: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -383,7 +392,10 @@ impl<S: Storage> FileChannel<S> {
     /// message is fsynced, background work stops and the directory lock is
     /// released (the directory can be opened again, also by this process).
     /// Receivers keep reading what is on disk, then get `Disconnected`.
-    /// Closing twice is fine.
+    /// Closing twice is fine: a later (or concurrent) call waits for the
+    /// first to finish, then returns `Ok` or, if the first failed,
+    /// [`Error::Poisoned`] with the first failure: a failed fsync is never
+    /// reported as success by calling again.
     ///
     /// # Errors
     /// The fsync failed (or failed earlier: the channel was poisoned).
@@ -394,10 +406,17 @@ impl<S: Storage> FileChannel<S> {
 
 impl<S: Storage> Shared<S> {
     pub(crate) fn close(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.close_lock.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             if w.closed {
-                return Ok(());
+                // Closed already, by an earlier call that has finished: a
+                // failure then (a failed fsync poisons) is reported again,
+                // never turned into success by retrying.
+                return match self.poison.get() {
+                    Some(e) => Err(Error::Poisoned(Arc::clone(e))),
+                    None => Ok(()),
+                };
             }
             w.closed = true;
             self.closing.store(true, Ordering::Release);
@@ -916,6 +935,32 @@ mod tests {
         );
         assert_eq!(rx.recv()?, msg);
         ch.close()?;
+        Ok(())
+    }
+
+    /// `close()` after a `close()` whose fsync failed reports the failure again
+    /// (it used to return `Ok`, as if retrying an fsync could make it succeed).
+    #[test]
+    fn a_second_close_after_a_failed_one_reports_the_failure() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::path::Path::new("/ch");
+        use crate::Durability;
+        use crate::storage::sim::{FailPlan, SimStorage};
+        let sim = SimStorage::new();
+        let ch = FileChannel::builder()
+            .durability(Durability::Flush)
+            .open_with(sim.clone(), dir)?;
+        ch.tx().send(b"x")?;
+        sim.fail(FailPlan {
+            from_op: sim.ops() + 1,
+            once: false,
+            kind: std::io::ErrorKind::Other,
+            only_dir_syncs: false,
+        });
+        assert!(ch.close().is_err(), "setup: the final fsync fails");
+        assert!(
+            matches!(ch.close(), Err(crate::Error::Poisoned(_))),
+            "a retried close reported success after the fsync failed"
+        );
         Ok(())
     }
 

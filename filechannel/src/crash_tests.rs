@@ -557,3 +557,89 @@ fn is_plain_segment(path: &Path) -> bool {
         .and_then(crate::format::parse_segment_file_name)
         .is_some()
 }
+
+fn open_flush(sim: SimStorage, dir: &Path) -> Result<FileChannel<SimStorage>, crate::Error> {
+    FileChannel::builder()
+        .segment_size(64 << 10)
+        .durability(Durability::Flush)
+        .compression(Compression::None)
+        .open_with(sim, dir)
+}
+
+fn msg(i: u64) -> Vec<u8> {
+    let mut v = i.to_le_bytes().to_vec();
+    v.extend_from_slice(b"payload!");
+    v
+}
+
+/// A power loss can keep the head file's write but not the frames it acked
+/// (in `Buffered` and `Flush` mode neither is fsynced, and writeback order
+/// is arbitrary). The open then lowers the head to the last message; new
+/// messages take the sequence numbers below the old head. The lowered head
+/// must be on disk before they are sent: with it only in memory (as it
+/// was), a process crash before the next head write made the next open read
+/// the old head, and a new acking receiver skipped messages nobody acked,
+/// even ones `sync()` had confirmed.
+#[test]
+fn a_head_lowered_at_open_is_stored_before_anything_is_sent() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = Path::new("/ch");
+
+    // Session 1: 100 messages, all acked (head = 100, written, not fsynced).
+    let sim = SimStorage::new();
+    let ch = open_flush(sim.clone(), dir)?;
+    let tx = ch.tx();
+    let mut rx = ch.rx_ack();
+    for i in 0..100 {
+        tx.send(&msg(i))?;
+    }
+    for _ in 0..100 {
+        rx.recv()?;
+    }
+    rx.ack(100)?;
+    sim.crash_now();
+    let snap = sim.snapshot().ok_or("no snapshot")?;
+    drop((rx, tx, ch));
+    // One legal power-loss image: the head's sector reached the disk, the
+    // segment's frames did not (durable bytes = header only).
+    let mut image: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    for name in &snap.live_names {
+        let Some((durable, live)) = snap.files.get(name) else {
+            continue;
+        };
+        let bytes = if name.ends_with("head") {
+            live.clone()
+        } else {
+            durable.clone()
+        };
+        image.insert(name.clone(), bytes);
+    }
+
+    // Session 2: the head (100) is past next_seq (0): clamped in memory only.
+    let sim2 = SimStorage::from_image(dir, &image);
+    let ch = open_flush(sim2.clone(), dir)?;
+    assert_eq!(ch.write_offset(), 0, "setup: the frames should be gone");
+    let tx = ch.tx();
+    for i in 0..150 {
+        tx.send(&msg(1000 + i))?;
+    }
+    tx.sync()?; // confirmed durable; nobody acked any of them
+    sim2.crash_now(); // a plain process crash is enough
+    let image2 = sim2.snapshot().ok_or("no snapshot")?.process_crash_image();
+    drop((tx, ch));
+
+    // Session 3: a new acking receiver must see all 150 un-acked messages.
+    let ch = open_flush(SimStorage::from_image(dir, &image2), dir)?;
+    assert_eq!(ch.write_offset(), 150);
+    let mut rx = ch.rx_ack();
+    assert_eq!(
+        rx.read_offset(),
+        0,
+        "new AckReceiver starts past messages that were never acked (stale head from before the clamp)"
+    );
+    let mut got = 0;
+    while rx.try_recv().is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 150);
+    Ok(())
+}
