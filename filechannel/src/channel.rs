@@ -77,6 +77,10 @@ pub(crate) struct Shared<S: Storage> {
     pub segment_loaded: Condvar,
     /// The first write or fsync failure; sends refuse to go on after it.
     pub poison: OnceLock<Arc<std::io::Error>>,
+    /// Set (before `poison`) when an fsync failed: from then on no fsync's
+    /// success is trusted. Other failures poison too, but leave fsyncs that
+    /// succeed meaning what they say.
+    pub fsync_failed: AtomicBool,
     /// Set once the sender side is closed (after the last publish):
     /// receivers that see it drain what is published, then disconnect.
     pub closed: AtomicBool,
@@ -263,6 +267,7 @@ impl<S: Storage> FileChannel<S> {
             close_lock: Mutex::new(()),
             segment_loaded: Condvar::new(),
             poison: OnceLock::new(),
+            fsync_failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             handles: AtomicUsize::new(1),

@@ -292,6 +292,10 @@ fn failure_during_sync_sends() {
         })
         .collect();
     let outcomes: Vec<Vec<bool>> = senders.into_iter().map(|t| t.join().expect("sender")).collect();
+    // What a power loss would leave now, before the receiver consumes
+    // anything (consumed segments go).
+    let now = sim.peek();
+    let (power_loss, process_crash) = (now.durable_image(), now.process_crash_image());
     let mut delivered = vec![vec![false; 8]; SENDERS as usize];
     // The failure may hit the receiver instead (mapping the next segment):
     // it reports it and tries again at its next receive.
@@ -321,7 +325,34 @@ fn failure_during_sync_sends() {
     if sim.failed().iter().any(|(_, op)| matches!(op, OpKind::SyncData(_))) {
         FAILED_FSYNCS.fetch_add(1, Ordering::Relaxed);
     }
+    // What a power loss now leaves (the durable bytes and names) holds the
+    // same messages: a send that failed on anything but an fsync (whose
+    // pages' fate is unknown) must not be on disk, where a crash would bring
+    // it back.
+    drop(rx);
     let _ = ch.close();
+    let fsync_failed = sim
+        .failed()
+        .iter()
+        .any(|(_, op)| matches!(op, OpKind::SyncData(_) | OpKind::SyncDir(_)));
+    for (image, name) in [(&power_loss, "power loss"), (&process_crash, "process crash")] {
+        let reopened = open_sync(&SimStorage::from_image(Path::new(DIR), image));
+        let mut on_disk = vec![vec![false; 8]; SENDERS as usize];
+        for m in reopened.rx().try_iter() {
+            let (s, i) = check(&m.expect("the crash image reads cleanly"));
+            on_disk[s as usize][i as usize] = true;
+        }
+        for (s, (sent, kept)) in outcomes.iter().zip(&on_disk).enumerate() {
+            for (i, (&ok, &there)) in sent.iter().zip(kept).enumerate() {
+                assert!(!ok || there, "confirmed send {s}/{i} lost at a {name}");
+                assert!(
+                    ok || !there || (fsync_failed && name == "power loss"),
+                    "failed send {s}/{i} is back after a {name} (failed: {:?})",
+                    sim.failed()
+                );
+            }
+        }
+    }
 }
 
 fn iterations() -> usize {

@@ -151,6 +151,14 @@ impl<S: Storage> Shared<S> {
         // happens: only the newest segment may hold unfinished frames (a
         // crash leaves them as a torn tail, which recovery trims).
         self.complete_written(w);
+        if w.map.remaining() < FRAME_HEADER_LEN as usize {
+            // `fits` keeps room for the seal and recovery makes room in a
+            // segment cut short after its last frame, so this cannot happen;
+            // if it did, going on would leave the segment unsealed, which
+            // receivers could not read past: stop before creating anything.
+            let e = std::io::Error::other(format!("no room left to seal segment {}", w.id));
+            return Err(self.poison_with(w, e));
+        }
         let sync = self.config.durability == Durability::Sync;
         let new_id = w.id + 1;
         let seal_pos = w.channel_pos() + FRAME_HEADER_LEN;
@@ -191,9 +199,9 @@ impl<S: Storage> Shared<S> {
         let new_map = Arc::clone(&active.map);
         let mut old = std::mem::replace(&mut w.map, writer_map(active.writer, self.config.durability));
         let seal = FrameHeader::new(&[], FLAG_SEAL, w.next_seq, w.id).to_bytes();
-        // `fits` kept room for the seal (and recovery makes room in a
-        // segment cut short after its last frame).
-        let _ = old.append(&[&seal], FRAME_HEADER_LEN as usize);
+        // Room was checked above.
+        let sealed = old.append(&[&seal], FRAME_HEADER_LEN as usize);
+        debug_assert!(sealed, "the seal did not fit after the room check");
         // Nothing is written after the seal: the flusher stops filling.
         old.claim_all();
         w.id = new_id;
@@ -316,7 +324,9 @@ impl<S: Storage> Shared<S> {
 
     /// Runs `fsyncs` (of segment files and the directory) under the fsync
     /// lock; a failure poisons the sender side before the lock is released,
-    /// and a success while the side is poisoned is a failure too.
+    /// and a success after an fsync failed is a failure too. (A success
+    /// while the side is poisoned by something else, a rotation that could
+    /// not create its segment, say, is a success: those bytes are durable.)
     ///
     /// A group-commit leader and a `Sync`-mode rotation may fsync the same
     /// segment file (one descriptor) at the same time, and Linux reports a
@@ -327,12 +337,13 @@ impl<S: Storage> Shared<S> {
     pub(crate) fn fsync_segments(&self, fsyncs: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
         let _serial = self.fsync_lock.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = fsyncs() {
+            self.fsync_failed.store(true, Ordering::Release);
             let _ = self.poison.set(Arc::new(std::io::Error::new(e.kind(), e.to_string())));
             return Err(e);
         }
         match self.poison.get() {
-            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            None => Ok(()),
+            Some(e) if self.fsync_failed.load(Ordering::Acquire) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            _ => Ok(()),
         }
     }
 
@@ -359,13 +370,28 @@ impl<S: Storage> Shared<S> {
             if st.synced >= target {
                 return Ok(());
             }
+            // A leader at work may still cover us, even once the channel is
+            // poisoned (by something other than an fsync): wait for it.
+            if st.in_progress {
+                st = self.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
             if let Some(e) = self.poison.get() {
+                drop(st);
+                if self.config.durability == Durability::Sync {
+                    // No sync will come: the `Sync` sends whose frames wait
+                    // unpublished fail, so their frames go, or a crash (which
+                    // keeps what the process wrote) would bring them back.
+                    // Nobody appends or leads a sync once poisoned.
+                    self.writer
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .map
+                        .discard_unpublished();
+                }
                 return Err(SendError::Poisoned(Arc::clone(e)));
             }
-            if !st.in_progress {
-                break;
-            }
-            st = self.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+            break;
         }
         st.in_progress = true;
         drop(st);
@@ -402,19 +428,34 @@ impl<S: Storage> Shared<S> {
                 // frames of this segment, ours among them, and poisoned the
                 // channel before releasing the lock. Then they are gone, and
                 // so must the rest be: their sends fail.
-                if let Some(e) = self.poison.get() {
-                    // Every unpublished frame of the active segment belongs
-                    // to a send still waiting for a sync, which now fails.
-                    w.map.discard_unpublished();
-                    Err(SendError::Poisoned(Arc::clone(e)))
-                } else {
-                    if w.id == id {
-                        w.map.publish_to(pos);
+                match self.poison.get() {
+                    Some(e) if self.fsync_failed.load(Ordering::Acquire) => {
+                        // Every unpublished frame of the active segment
+                        // belongs to a send still waiting for a sync, which
+                        // now fails.
+                        w.map.discard_unpublished();
+                        Err(SendError::Poisoned(Arc::clone(e)))
                     }
-                    drop(w);
-                    self.published_seq.fetch_max(upto, Ordering::AcqRel);
-                    self.notify.notify_if_waiting();
-                    Ok(upto)
+                    poisoned => {
+                        // Our fsync covered the frames up to `pos` (or, if a
+                        // rotation moved on, the rotation's did and published
+                        // them): durable, so their sends succeed, also when
+                        // something other than an fsync has poisoned the
+                        // channel meanwhile (failing them would zero frames
+                        // that a power loss then brings back).
+                        if w.id == id {
+                            w.map.publish_to(pos);
+                        }
+                        if poisoned.is_some() {
+                            // Frames appended after our snapshot wait for a
+                            // sync that will not come: their sends fail.
+                            w.map.discard_unpublished();
+                        }
+                        drop(w);
+                        self.published_seq.fetch_max(upto, Ordering::AcqRel);
+                        self.notify.notify_if_waiting();
+                        Ok(upto)
+                    }
                 }
             }
             Ok(()) => Ok(upto),

@@ -260,6 +260,11 @@ impl SimStorage {
         self.state().ops
     }
 
+    /// What a crash now would capture, without crashing: operations go on.
+    pub fn peek(&self) -> Snapshot {
+        self.state().snapshot_now()
+    }
+
     /// Whether the crash has happened.
     pub fn crashed(&self) -> bool {
         self.state().snapshot.is_some()
@@ -282,6 +287,15 @@ impl SimStorage {
 }
 
 impl Snapshot {
+    /// The files a power loss leaves when nothing after the last fsyncs
+    /// reached the disk: the durable names, each with its durable bytes.
+    pub fn durable_image(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        self.durable_names
+            .iter()
+            .filter_map(|name| self.files.get(name).map(|(durable, _)| (name.clone(), durable.clone())))
+            .collect()
+    }
+
     /// The files a crash of the process leaves: every live byte.
     pub fn process_crash_image(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         self.live.clone()
