@@ -194,7 +194,20 @@ pub(crate) struct Catalog<S: Storage> {
     /// A retired segment's removal is not known to be on disk (the directory
     /// fsync after it failed): nothing more is retired until one succeeds.
     pub dir_unsynced: bool,
+    /// Sealed segments not fsynced yet (modes other than `Sync`), with the
+    /// descriptor they were written through: the next `sync()` or `close()`
+    /// fsyncs them through it. A descriptor opened later could miss a
+    /// writeback error (once the kernel has evicted the inode, the error is
+    /// gone). A segment leaves the list when it is retired (consumed: its
+    /// durability no longer matters, and its space must go) or compressed
+    /// (its `.z` was fsynced); `rotate` fsyncs the oldest beyond
+    /// [`MAX_UNSYNCED`].
+    pub unsynced: BTreeMap<u64, Arc<S::File>>,
 }
+
+/// How many sealed segments may wait for an fsync, holding descriptors,
+/// before a rotation fsyncs the oldest of them.
+pub(crate) const MAX_UNSYNCED: usize = 8;
 
 /// What a receiver gets when it enters a segment.
 pub(crate) struct Entered {
@@ -318,6 +331,7 @@ impl<S: Storage> Catalog<S> {
     /// back an older segment after a newer one went: the chain stays
     /// unbroken.
     fn retire(&mut self, storage: &S, dir: &Path, id: u64) -> std::io::Result<()> {
+        self.unsynced.remove(&id);
         let path = dir.join(segment_file_name(id));
         if self.segments.get(&id).is_some_and(|m| m.packed.is_some()) {
             storage.remove(&dir.join(compressed_file_name(id)))?;

@@ -249,6 +249,7 @@ impl<S: Storage> FileChannel<S> {
             loading: std::collections::BTreeSet::new(),
             decompressions: 0,
             dir_unsynced: false,
+            unsynced: std::collections::BTreeMap::new(),
         };
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer::new(active, base_pos, config.durability)),
@@ -966,6 +967,72 @@ mod tests {
             matches!(ch.close(), Err(crate::Error::Poisoned(_))),
             "a retried close reported success after the fsync failed"
         );
+        Ok(())
+    }
+
+    /// Outside `Sync` mode sealed segments wait for the next `sync()` with
+    /// the descriptor they were written through, at most `MAX_UNSYNCED` of
+    /// them (a rotation fsyncs the oldest beyond), and a consumed segment's
+    /// descriptor goes when the segment does (its space must be freed).
+    #[test]
+    fn sealed_segments_wait_for_sync_with_their_descriptors_within_a_bound() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::catalog::MAX_UNSYNCED;
+        use crate::storage::sim::{OpKind, SimStorage};
+        use crate::{Compression, Durability};
+        let sim = SimStorage::new();
+        let ch = FileChannel::builder()
+            .segment_size(4096)
+            .durability(Durability::Flush)
+            .compression(Compression::None)
+            .open_with(sim.clone(), std::path::Path::new("/ch"))?;
+        let unsynced = || {
+            let cat = ch.shared().catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            cat.unsynced.keys().copied().collect::<Vec<u64>>()
+        };
+        // Creating a segment fsyncs it once (its header); a second fsync is
+        // one of its data.
+        let fsynced = |id: u64| {
+            let name = format!("segment.{id:020}");
+            let syncs = sim
+                .log()
+                .iter()
+                .filter(
+                    |(_, op)| matches!(op, OpKind::SyncData(p) if p.file_name().is_some_and(|n| n == name.as_str())),
+                )
+                .count();
+            syncs > 1
+        };
+        let tx = ch.tx();
+        let mut rx = ch.rx();
+        // One 2,000-byte message fills a 4 KiB segment: every send after
+        // the first rotates. 12 sends: segments 1..=11 sealed.
+        for _ in 0..12 {
+            tx.send(&[1u8; 2000])?;
+        }
+        let waiting = unsynced();
+        assert_eq!(waiting, (4..=11).collect::<Vec<_>>(), "the newest {MAX_UNSYNCED} wait");
+        for id in 1..=3 {
+            assert!(fsynced(id), "segment {id}, beyond the bound, was not fsynced");
+        }
+        assert!(!fsynced(4), "segment 4 was fsynced before any sync()");
+        // Consumed segments leave the list with their descriptors.
+        for _ in 0..12 {
+            rx.recv()?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !unsynced().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "retired segments kept their descriptors: {:?}",
+                unsynced()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tx.send(&[2u8; 2000])?;
+        assert_eq!(unsynced(), vec![12]);
+        tx.sync()?;
+        assert!(unsynced().is_empty() && fsynced(12));
+        ch.close()?;
         Ok(())
     }
 

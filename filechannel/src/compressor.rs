@@ -201,6 +201,9 @@ fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
     if let Some(meta) = cat.segments.get_mut(&job.id) {
         meta.packed = Some(packed);
     }
+    // The `.z` is durable: the plain file needs no fsync (and its descriptor
+    // must not keep its space after the unlink).
+    cat.unsynced.remove(&job.id);
     drop(cat);
     let plain = sh.dir.join(segment_file_name(job.id));
     if let Err(e) = sh.storage.remove(&plain).and_then(|()| sh.storage.sync_dir(&sh.dir)) {

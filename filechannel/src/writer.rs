@@ -22,10 +22,6 @@ pub(crate) struct Writer<S: Storage> {
     pub next_seq: u64,
     /// Channel byte position of the active segment's first frame.
     pub base_pos: u64,
-    /// Ids of sealed segments not fsynced yet (non-`Sync` modes); the next
-    /// `sync()` or `close()` syncs them. Ids, not open files: a channel that
-    /// never syncs must not pile up descriptors.
-    pub unsynced: Vec<u64>,
     /// The directory changed (a segment was created) since it was synced.
     pub dir_dirty: bool,
     /// Set by `close`; checked under the lock so no send slips in after it.
@@ -41,7 +37,6 @@ impl<S: Storage> Writer<S> {
             map: writer_map(active.writer, durability),
             next_seq: active.next_seq,
             base_pos,
-            unsynced: Vec::new(),
             dir_dirty: false,
             closed: false,
         }
@@ -215,13 +210,15 @@ impl<S: Storage> Shared<S> {
                 return Err(self.poison_with(w, e));
             }
         } else {
-            w.unsynced.push(new_id - 1);
             w.dir_dirty = true;
         }
-        {
+        let overdue = {
             // Under the catalog lock: a receiver that reads the seal finds the
             // next segment registered.
             let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            if !sync {
+                cat.unsynced.insert(new_id - 1, old_file);
+            }
             cat.segments.insert(
                 new_id,
                 SegMeta {
@@ -233,6 +230,18 @@ impl<S: Storage> Shared<S> {
             cat.active_id = new_id;
             cat.active_map = new_map;
             old.publish();
+            if cat.unsynced.len() > crate::catalog::MAX_UNSYNCED {
+                cat.unsynced.pop_first()
+            } else {
+                None
+            }
+        };
+        if let Some((_, file)) = overdue {
+            // Sealed several segments ago: its pages have most likely been
+            // written back already, and this fsync finds little to do.
+            if let Err(e) = self.fsync_segments(|| file.sync_data()) {
+                return Err(self.poison_with(w, e));
+            }
         }
         self.flusher.active_seg.store(new_id, Ordering::Release);
         self.compressor.kick();
@@ -402,7 +411,10 @@ impl<S: Storage> Shared<S> {
             // before its CRC is filled in is a torn frame on disk.
             self.complete_written(&mut w);
             let dir_dirty = std::mem::take(&mut w.dir_dirty);
-            let sealed = std::mem::take(&mut w.unsynced);
+            let sealed: Vec<Arc<S::File>> =
+                std::mem::take(&mut self.catalog.lock().unwrap_or_else(PoisonError::into_inner).unsynced)
+                    .into_values()
+                    .collect();
             (Arc::clone(&w.file), sealed, dir_dirty, w.next_seq, w.id, w.map.pos())
         };
         // A concurrent rotation's fsync of the same file may have failed
@@ -410,7 +422,7 @@ impl<S: Storage> Shared<S> {
         let result = self.fsync_segments(|| {
             sealed
                 .iter()
-                .try_for_each(|&sealed| self.sync_sealed(sealed))
+                .try_for_each(|sealed| sealed.sync_data())
                 .and_then(|()| file.sync_data())
                 .and_then(|()| {
                     if dir_dirty {
@@ -483,18 +495,6 @@ impl<S: Storage> Shared<S> {
         drop(st);
         self.sync_cv.notify_all();
         if covered { Ok(()) } else { outcome.map(drop) }
-    }
-}
-
-impl<S: Storage> Shared<S> {
-    /// Fsyncs sealed segment `id`, if it is still a plain file (a compressed
-    /// copy was fsynced when it was made; a deleted one needs nothing).
-    fn sync_sealed(&self, id: u64) -> std::io::Result<()> {
-        match self.storage.open(&self.dir.join(format::segment_file_name(id)), false) {
-            Ok(f) => f.sync_data(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 
