@@ -57,6 +57,13 @@ pub(crate) struct SegmentMap {
     /// written)` or moves the published mark: a completer, or the writer
     /// publishing or discarding. Also on a line of its own.
     completing: Line<AtomicBool>,
+    /// Zero-fills write at most this many bytes at a time, each stretch
+    /// aligned to it (`usize::MAX`: the whole range at once). The kernel
+    /// sizes page-cache folios by the write (large folios: ext4 since Linux
+    /// 6.16, XFS), and one dirty byte makes a whole folio dirty: an fsync
+    /// writes the folio out. Set by the flusher from how often `sync()` is
+    /// called; see `Shared::fill_granule`.
+    fill_granule: AtomicUsize,
     /// Keeps the region alive.
     owner: Box<dyn StorageMap>,
 }
@@ -111,6 +118,7 @@ impl SegmentMap {
             written: Line(AtomicUsize::new(0)),
             deferred: AtomicBool::new(false),
             completing: Line(AtomicBool::new(false)),
+            fill_granule: AtomicUsize::new(usize::MAX),
             owner,
         }
     }
@@ -279,6 +287,12 @@ impl SegmentMap {
         self.published.store(from + done, Ordering::Release);
     }
 
+    /// Sets how many bytes a zero-fill writes at a time (see
+    /// `fill_granule`).
+    pub(crate) fn set_fill_granule(&self, granule: usize) {
+        self.fill_granule.store(granule.max(1), Ordering::Relaxed);
+    }
+
     /// Zero-fills `[from, to)` and moves the frontier from `from` to `to`,
     /// if the frontier is at `from` and nobody is filling; returns whether it
     /// did.
@@ -294,13 +308,20 @@ impl SegmentMap {
             granted: &self.granted,
             from,
         };
-        // SAFETY: `[from, to)` lies inside the region (`to <= len`) and above
-        // the frontier, which nobody else passes or fills while `FILLING` is
-        // set, so nothing writes it; it is above `published` too (published
-        // <= the writer's position <= the frontier), so no reader holds a
-        // slice of it. It holds zeros or (in a recycled segment) stale bytes
-        // past every frame: zeroing it changes nothing anyone reads.
-        unsafe { self.owner.prepare_write(from, to - from) };
+        let granule = self.fill_granule.load(Ordering::Relaxed).max(1);
+        let mut at = from;
+        while at < to {
+            let next = at.saturating_add(granule - at % granule).min(to);
+            // SAFETY: `[from, to)` lies inside the region (`to <= len`) and above
+            // the frontier, which nobody else passes or fills while `FILLING` is
+            // set, so nothing writes it; it is above `published` too (published
+            // <= the writer's position <= the frontier), so no reader holds a
+            // slice of it. It holds zeros or (in a recycled segment) stale bytes
+            // past every frame: zeroing it changes nothing anyone reads. The
+            // same holds for each stretch of it.
+            unsafe { self.owner.prepare_write(at, next - at) };
+            at = next;
+        }
         std::mem::forget(bit);
         self.granted.store(to, Ordering::Release);
         true
@@ -583,6 +604,58 @@ mod tests {
         let file = Fs.create_new(&dir.path().join("segment")).unwrap();
         file.allocate(len as u64).unwrap();
         (dir, file)
+    }
+
+    /// Records the stretches a fill writes.
+    struct Stretches<M> {
+        inner: M,
+        seen: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+    }
+
+    // SAFETY: the region is `inner`'s, which upholds the contract.
+    unsafe impl<M: StorageMap> StorageMap for Stretches<M> {
+        fn as_ptr(&self) -> *mut u8 {
+            self.inner.as_ptr()
+        }
+
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+
+        unsafe fn prepare_write(&self, offset: usize, len: usize) {
+            self.seen.lock().unwrap().push((offset, len));
+            // SAFETY: our caller's promise, passed on.
+            unsafe { self.inner.prepare_write(offset, len) }
+        }
+    }
+
+    /// With a fill granule set, a fill writes stretches of at most that
+    /// many bytes, each ending on a multiple of it (the kernel sizes folios
+    /// by the write); without one, the whole range at once.
+    #[test]
+    fn a_fill_writes_in_aligned_stretches_of_its_granule() {
+        let len = 1usize << 20;
+        let (_dir, file) = allocated(len);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let owner = Stretches {
+            inner: file.map(len as u64, true).unwrap(),
+            seen: Arc::clone(&seen),
+        };
+        let (map, _writer) = SegmentMap::writable(owner, 100);
+        map.prepare_ahead(200 << 10, 100 << 10, usize::MAX);
+        map.set_fill_granule(16 << 10);
+        map.prepare_ahead(300 << 10, 100 << 10, usize::MAX);
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let (whole, split) = seen.split_at(1);
+        assert_eq!(whole, &[(100, 100 << 10)]);
+        let mut at = 100 + (100 << 10);
+        for &(offset, n) in split {
+            assert_eq!(offset, at, "stretches are contiguous");
+            assert!(n <= 16 << 10 && n > 0, "{n} bytes");
+            assert!((offset + n) % (16 << 10) == 0 || offset + n == 100 + (200 << 10));
+            at += n;
+        }
+        assert_eq!(at, 100 + (200 << 10));
     }
 
     /// The flusher's zero-fill and the writer's appends never overlap: a
