@@ -16,7 +16,10 @@ use rkyv::util::AlignedVec;
 /// types); filechannel lays typed frames out so that the body always starts
 /// at a 16-byte boundary of the segment. A type whose archive needs more
 /// (`#[repr(align(32))]`, say) fails to build with this codec (`cargo
-/// build` evaluates the check; `cargo check` does not get that far). [`Decode::decode`] copies a
+/// build` evaluates the check; `cargo check` does not get that far). The
+/// check sees the root only: a type holding such an archive deeper inside
+/// (in a `Vec`, say) is not supported; validated reads refuse it with an
+/// error, never a wrong value. [`Decode::decode`] copies a
 /// misaligned slice into an aligned buffer first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Rkyv;

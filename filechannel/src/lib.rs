@@ -52,7 +52,7 @@ pub use crate::typed::{
     TypedTx, UnknownVersion,
 };
 #[doc(hidden)]
-pub use crate::typed::{combine, name_hash, tag};
+pub use crate::typed::{SchemaPart, combine, name_hash, tag};
 /// `#[derive(Message)]`: see the [`Message`] trait.
 #[cfg(feature = "derive")]
 pub use filechannel_derive::Message;

@@ -104,6 +104,38 @@ pub trait Message {
     fn type_name() -> Cow<'static, str> {
         Cow::Borrowed(Self::NAME)
     }
+
+    /// Calls `f` with every part of this type that has a
+    /// [`SCHEMA`](Self::SCHEMA): the type itself, and for the std
+    /// composites (`Vec<T>`, `Option<T>`, `Box<T>`, maps, tuples) their
+    /// parts, recursively. A typed sender or receiver checks each against
+    /// the schema registry, so `Vec<Order>` is checked as `Order` is.
+    #[doc(hidden)]
+    fn for_each_schema(f: &mut dyn FnMut(SchemaPart)) {
+        if let Some(schema) = Self::SCHEMA {
+            f(SchemaPart {
+                name: Self::NAME,
+                name_hash: Self::NAME_HASH,
+                version: Self::VERSION,
+                schema,
+            });
+        }
+    }
+}
+
+/// A part of a message type with a registered shape
+/// ([`Message::for_each_schema`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaPart {
+    /// The part's [`Message::NAME`].
+    pub name: &'static str,
+    /// Its [`Message::NAME_HASH`].
+    pub name_hash: u64,
+    /// Its [`Message::VERSION`].
+    pub version: u32,
+    /// Its [`Message::SCHEMA`].
+    pub schema: Schema,
 }
 
 /// A message type's shape, as recorded in the channel's schema registry.
@@ -835,20 +867,23 @@ impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
 impl<S: Storage> FileChannel<S> {
     /// Checks `T`'s shape against the schema registry; a sender registers a
     /// (name, version) seen for the first time.
-    fn check_schema<T: Message>(&self, register: bool) -> Result<(), Error> {
-        match T::SCHEMA {
-            None => Ok(()),
-            Some(schema) => crate::registry::check(
-                self.shared(),
-                crate::registry::Key {
-                    name: T::NAME,
-                    name_hash: T::NAME_HASH,
-                    version: T::VERSION,
-                },
-                schema,
-                register,
-            ),
-        }
+    fn check_schema<T: Message + ?Sized>(&self, register: bool) -> Result<(), Error> {
+        let mut checked = Ok(());
+        T::for_each_schema(&mut |part| {
+            if checked.is_ok() {
+                checked = crate::registry::check(
+                    self.shared(),
+                    crate::registry::Key {
+                        name: part.name,
+                        name_hash: part.name_hash,
+                        version: part.version,
+                    },
+                    part.schema,
+                    register,
+                );
+            }
+        });
+        checked
     }
 
     /// The message types registered in this channel's schema registry
@@ -1014,7 +1049,8 @@ mod zero_copy {
         /// # Safety
         /// Every `T` frame of the channel must have been written by a
         /// trusted `TypedTx<T, Rkyv>` (bytecheck is what protects against
-        /// crafted archives).
+        /// crafted archives), and no archived type inside `T` may need more
+        /// than 16-byte alignment (only the root's is checked at build time).
         ///
         /// # Errors
         /// As [`recv`](Self::recv), minus archive validation.
@@ -1066,8 +1102,13 @@ leaf_message! {
     bool => "bool", char => "char", f32 => "f32", f64 => "f64", () => "()", String => "String",
 }
 
+/// `str` and `[T]` travel only inside a `Box`. Their tags are their own:
+/// serde writes `Box<str>` as it writes `String`, but rkyv archives
+/// `Box<str>` (a pointer to the bytes) and `Box<String>` (a pointer to an
+/// archived string) differently, and the same for `Box<[T]>` and
+/// `Box<Vec<T>>`.
 impl Message for str {
-    const NAME: &'static str = "String";
+    const NAME: &'static str = "str";
     const VERSION: u32 = 1;
 }
 
@@ -1084,6 +1125,9 @@ macro_rules! wrapper_message {
             const NAME_HASH: u64 = fold::<$t>(name_hash($name));
             fn type_name() -> Cow<'static, str> {
                 format!("{}<{}>", $name, $t::type_name()).into()
+            }
+            fn for_each_schema(f: &mut dyn FnMut(SchemaPart)) {
+                $t::for_each_schema(f);
             }
         }
         impl<$t: Message, C: Codec> Migrate<C> for $w<$t> {}
@@ -1109,6 +1153,9 @@ impl<T: Message + ?Sized> Message for Box<T> {
     fn type_name() -> Cow<'static, str> {
         format!("Box<{}>", T::type_name()).into()
     }
+    fn for_each_schema(f: &mut dyn FnMut(SchemaPart)) {
+        T::for_each_schema(f);
+    }
 }
 impl<T: Message, C: Codec> Migrate<C> for Box<T> {}
 /// A field's shape: the same as `T`'s. (A derived type's fingerprint also
@@ -1129,11 +1176,14 @@ impl<T: Shape, const N: usize> Shape for [T; N] {
 }
 
 impl<T: Message> Message for [T] {
-    const NAME: &'static str = "Vec";
+    const NAME: &'static str = "slice";
     const VERSION: u32 = 1;
-    const NAME_HASH: u64 = fold::<T>(name_hash("Vec"));
+    const NAME_HASH: u64 = fold::<T>(name_hash("slice"));
     fn type_name() -> Cow<'static, str> {
-        format!("Vec<{}>", T::type_name()).into()
+        format!("[{}]", T::type_name()).into()
+    }
+    fn for_each_schema(f: &mut dyn FnMut(SchemaPart)) {
+        T::for_each_schema(f);
     }
 }
 
@@ -1145,6 +1195,10 @@ macro_rules! map_message {
             const NAME_HASH: u64 = fold::<V>(fold::<K>(name_hash($name)));
             fn type_name() -> Cow<'static, str> {
                 format!("{}<{}, {}>", $name, K::type_name(), V::type_name()).into()
+            }
+            fn for_each_schema(f: &mut dyn FnMut(SchemaPart)) {
+                K::for_each_schema(f);
+                V::for_each_schema(f);
             }
         }
         impl<K: Message, V: Message, C: Codec> Migrate<C> for $m<K, V> {}
@@ -1168,6 +1222,9 @@ macro_rules! tuple_message {
             fn type_name() -> Cow<'static, str> {
                 let parts: Vec<Cow<'static, str>> = vec![$($t::type_name()),+];
                 format!("({})", parts.join(", ")).into()
+            }
+            fn for_each_schema(f: &mut dyn FnMut(SchemaPart)) {
+                $($t::for_each_schema(f);)+
             }
         }
         impl<$($t: Message,)+ CODEC: Codec> Migrate<CODEC> for ($($t,)+) {}

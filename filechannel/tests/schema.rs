@@ -199,3 +199,27 @@ fn fingerprints_are_pinned() {
         "struct{value:u32,children:Vec<Node>,parent:Option<Box<Self>>,elapsed:std::time::Duration(opaque)}"
     );
 }
+
+/// A derived type inside a std composite is checked as the bare type is:
+/// `Vec<Order>` with `Order` changed (same name and version) is refused for
+/// senders and receivers alike, and so are `Option`, tuples, maps and `Box`
+/// around it. (Only the outermost type was checked: `Vec<Order>` decoded
+/// the changed `Order` as garbage, or silently, fields swapped.)
+#[test]
+fn a_changed_type_inside_a_std_composite_is_refused() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    let tx = ch.typed_tx::<Vec<before::Order>, Postcard>().unwrap();
+    assert!(refused(ch.typed_rx::<Vec<added_field::Order>, Postcard>()));
+    assert!(refused(ch.typed_tx::<Vec<added_field::Order>, Postcard>()));
+    assert!(refused(ch.typed_rx::<Option<(u32, added_field::Order)>, Postcard>()));
+    assert!(refused(
+        ch.typed_rx::<BTreeMap<String, Box<added_field::Order>>, Postcard>()
+    ));
+    assert!(refused(ch.typed_rx_ack::<Box<[nested_change::Order]>, Postcard>()));
+    // The unchanged type inside a composite passes, and reads back.
+    let mut rx = ch.typed_rx::<Vec<before::Order>, Postcard>().unwrap();
+    tx.send(&vec![before::Order { id: 7, items: vec![] }]).unwrap();
+    assert_eq!(rx.recv().unwrap()[0].id, 7);
+}

@@ -595,6 +595,35 @@ fn a_boxed_value_is_not_its_contents() {
     assert!(wrong(boxed_rx.recv().unwrap_err()));
 }
 
+/// `Box<str>` and `Box<String>` (and `Box<[T]>` and `Box<Vec<T>>`) are
+/// written alike by serde but archived differently by rkyv: their tags
+/// differ, so a frame of one read as the other is `WrongType`, never a
+/// validation failure or (unchecked) a pointer into nowhere.
+#[test]
+fn box_str_and_box_slice_have_tags_of_their_own() {
+    assert_ne!(<Box<str>>::NAME_HASH, <Box<String>>::NAME_HASH);
+    assert_ne!(<Box<[u32]>>::NAME_HASH, <Box<Vec<u32>>>::NAME_HASH);
+    assert_eq!(<Box<[u32]>>::type_name(), "Box<[u32]>");
+    #[cfg(feature = "rkyv")]
+    {
+        use filechannel::codec::Rkyv;
+        let dir = tempfile::tempdir().unwrap();
+        let ch = open(dir.path(), Compression::None);
+        let mut rx = ch.typed_rx::<Box<String>, Rkyv>().unwrap();
+        ch.typed_tx::<Box<str>, Rkyv>()
+            .unwrap()
+            .send(&Box::<str>::from("hello"))
+            .unwrap();
+        match rx.recv_ref().map(|r| r.offset()) {
+            Err(RecvError::Decode {
+                source: DecodeError::WrongType { .. },
+                ..
+            }) => {}
+            other => panic!("expected WrongType, got {other:?}"),
+        }
+    }
+}
+
 fn line_strategy() -> impl Strategy<Value = Line> {
     (".{0,12}", any::<u32>(), any::<i64>()).prop_map(|(sku, qty, price_cents)| Line { sku, qty, price_cents })
 }
