@@ -153,6 +153,17 @@ pub struct TrailingBytes(pub usize);
 #[cfg(feature = "postcard")]
 mod postcard_ser;
 
+#[cfg(any(feature = "postcard", feature = "bincode"))]
+mod depth;
+
+/// How deep a decoded value may nest (sequences, maps, enums, options and
+/// newtypes inside one another for the serde codecs; pointers inside
+/// pointers for [`Rkyv`]). A recursive type lets a few bytes per level
+/// describe a value deep enough to overflow the decoding thread's stack,
+/// which aborts the process; deeper than this is a decode error instead.
+/// serde_json's own limit, for [`Json`], is the same.
+pub const MAX_DEPTH: usize = 128;
+
 #[cfg(feature = "postcard")]
 mod postcard_codec {
     use super::*;
@@ -188,7 +199,9 @@ mod postcard_codec {
     impl<T: serde::de::DeserializeOwned> Decode<T> for Postcard {
         #[inline]
         fn decode(bytes: &[u8]) -> Result<T, CodecError> {
-            match postcard::take_from_bytes(bytes) {
+            let mut de = postcard::Deserializer::from_bytes(bytes);
+            let taken = T::deserialize(crate::depth::Limited::new(&mut de)).and_then(|v| Ok((v, de.finalize()?)));
+            match taken {
                 Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(rest.len()))),
                 Err(e) => Err(CodecError::decode::<T>(Self::NAME, e)),
@@ -238,7 +251,7 @@ mod bincode_codec {
         #[inline]
         fn decode(bytes: &[u8]) -> Result<T, CodecError> {
             let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-            match bincode::serde::decode_from_slice(bytes, config) {
+            match bincode::serde::seed_decode_from_slice(crate::depth::Top::<T>::new(), bytes, config) {
                 Ok((v, n)) if n == bytes.len() => Ok(v),
                 Ok((_, n)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(bytes.len() - n))),
                 Err(e) => Err(CodecError::decode::<T>(Self::NAME, e)),

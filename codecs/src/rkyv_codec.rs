@@ -3,9 +3,12 @@
 use crate::{Codec, CodecError, Decode, Encode};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
+use rkyv::de::Pool;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
+use rkyv::validation::{Validator, archive::ArchiveValidator, shared::SharedValidator};
+use std::num::NonZeroUsize;
 
 /// [rkyv](https://docs.rs/rkyv) 0.8 archives. A typed receiver can read them
 /// in place, straight out of the memory-mapped segment
@@ -81,22 +84,30 @@ where
     #[inline]
     fn decode(bytes: &[u8]) -> Result<T, CodecError> {
         const { fits_alignment::<T>() };
-        let result = if bytes.as_ptr().addr().is_multiple_of(ALIGN) {
-            rkyv::from_bytes::<T, rancor::Error>(bytes)
+        // Validated with the depth limit first: deserializing then recurses
+        // no deeper than the archive was checked to nest.
+        let owned = |bytes: &[u8]| {
+            let archived = access::<T>(bytes)?;
+            rkyv::api::deserialize_using::<T, _, rancor::Error>(archived, &mut Pool::default())
+                .map_err(|e| CodecError::decode::<T>(Self::NAME, e))
+        };
+        if bytes.as_ptr().addr().is_multiple_of(ALIGN) {
+            owned(bytes)
         } else {
             let mut aligned = AlignedVec::<ALIGN>::with_capacity(bytes.len());
             aligned.extend_from_slice(bytes);
-            rkyv::from_bytes::<T, rancor::Error>(&aligned)
-        };
-        result.map_err(|e| CodecError::decode::<T>(Self::NAME, e))
+            owned(&aligned)
+        }
     }
 }
 
 /// Validates `bytes` as an archived `T` and returns a reference into them.
+/// Pointers may nest at most [`MAX_DEPTH`](crate::MAX_DEPTH) deep (a
+/// recursive type's archive); deeper is an error, not a stack overflow.
 ///
 /// # Errors
 /// [`CodecError::Decode`] when the bytes are not a valid archive (or are not
-/// aligned for it).
+/// aligned for it, or nest too deep).
 #[inline]
 pub fn access<T>(bytes: &[u8]) -> Result<&rkyv::Archived<T>, CodecError>
 where
@@ -104,7 +115,12 @@ where
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     const { fits_alignment::<T>() };
-    rkyv::access::<rkyv::Archived<T>, rancor::Error>(bytes).map_err(|e| CodecError::decode::<T>(Rkyv::NAME, e))
+    let mut validator = Validator::new(
+        ArchiveValidator::with_max_depth(bytes, NonZeroUsize::new(crate::MAX_DEPTH)),
+        SharedValidator::new(),
+    );
+    rkyv::api::access_with_context::<rkyv::Archived<T>, _, rancor::Error>(bytes, &mut validator)
+        .map_err(|e| CodecError::decode::<T>(Rkyv::NAME, e))
 }
 
 /// Returns a reference to the archived `T` in `bytes` without validating it.

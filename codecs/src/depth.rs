@@ -1,0 +1,361 @@
+//! A serde `Deserializer` wrapper that refuses values nested deeper than
+//! [`MAX_DEPTH`](crate::MAX_DEPTH): a recursive type (`enum Expr {
+//! Neg(Box<Expr>), .. }`) lets a few bytes per level describe a value deep
+//! enough to overflow the decoding thread's stack, which aborts the process.
+//! serde_json has a limit of its own; postcard and bincode have none.
+//!
+//! Every level of nesting (a sequence, map, enum, `Some` or newtype) costs one
+//! unit of depth; the wrapper passes itself down through the access objects
+//! the inner deserializer hands to visitors.
+
+use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
+
+/// `inner`, refusing nesting deeper than `depth` more levels.
+pub(crate) struct Limited<D> {
+    inner: D,
+    depth: usize,
+}
+
+impl<D> Limited<D> {
+    pub(crate) fn new(inner: D) -> Self {
+        Limited {
+            inner,
+            depth: crate::MAX_DEPTH,
+        }
+    }
+}
+
+/// A seed whose value is decoded through [`Limited`] at `depth`.
+pub(crate) struct Seed<S> {
+    seed: S,
+    depth: usize,
+}
+
+/// A `T` decoded through [`Limited`] (for APIs that take a seed).
+pub(crate) struct Top<T>(std::marker::PhantomData<T>);
+
+impl<T> Top<T> {
+    pub(crate) fn new() -> Self {
+        Top(std::marker::PhantomData)
+    }
+}
+
+impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Top<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(Limited::new(d))
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
+    type Value = S::Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        self.seed.deserialize(Limited {
+            inner: d,
+            depth: self.depth,
+        })
+    }
+}
+
+/// The visitor side: one level deeper for whatever it is handed to walk.
+struct Wrap<V> {
+    visitor: V,
+    depth: usize,
+}
+
+impl<V> Wrap<V> {
+    /// The depth left below this level, or the error if there is none.
+    fn below<E: de::Error>(&self) -> Result<usize, E> {
+        self.depth
+            .checked_sub(1)
+            .ok_or_else(|| E::custom(format_args!("nested deeper than {} levels", crate::MAX_DEPTH)))
+    }
+}
+
+macro_rules! forward_deserialize {
+    ($($method:ident),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.$method(Wrap { visitor, depth: self.depth })
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
+    type Error = D::Error;
+
+    forward_deserialize!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any,
+    );
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_unit_struct(
+            name,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_newtype_struct(
+            name,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple(
+            len,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple_struct(
+            name,
+            len,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_struct(
+            name,
+            fields,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_enum(
+            name,
+            variants,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.inner.is_human_readable()
+    }
+}
+
+macro_rules! forward_visit {
+    ($($method:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
+            self.visitor.$method(v)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.visitor.expecting(f)
+    }
+
+    forward_visit!(
+        visit_bool(bool),
+        visit_i8(i8),
+        visit_i16(i16),
+        visit_i32(i32),
+        visit_i64(i64),
+        visit_i128(i128),
+        visit_u8(u8),
+        visit_u16(u16),
+        visit_u32(u32),
+        visit_u64(u64),
+        visit_u128(u128),
+        visit_f32(f32),
+        visit_f64(f64),
+        visit_char(char),
+        visit_str(&str),
+        visit_borrowed_str(&'de str),
+        visit_string(String),
+        visit_bytes(&[u8]),
+        visit_borrowed_bytes(&'de [u8]),
+        visit_byte_buf(Vec<u8>),
+    );
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.visitor.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.visitor.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let depth = self.below()?;
+        self.visitor.visit_some(Limited { inner: d, depth })
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let depth = self.below()?;
+        self.visitor.visit_newtype_struct(Limited { inner: d, depth })
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        let depth = self.below()?;
+        self.visitor.visit_seq(Access { inner: seq, depth })
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        let depth = self.below()?;
+        self.visitor.visit_map(Access { inner: map, depth })
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        let depth = self.below()?;
+        self.visitor.visit_enum(Access { inner: data, depth })
+    }
+}
+
+/// A sequence, map, enum or variant access whose elements decode through
+/// [`Limited`] at `depth`.
+struct Access<A> {
+    inner: A,
+    depth: usize,
+}
+
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(Seed {
+            seed,
+            depth: self.depth,
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        self.inner.next_key_seed(Seed {
+            seed,
+            depth: self.depth,
+        })
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.next_value_seed(Seed {
+            seed,
+            depth: self.depth,
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<A> {
+    type Error = A::Error;
+    type Variant = Access<A::Variant>;
+
+    fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
+        let depth = self.depth;
+        let (value, variant) = self.inner.variant_seed(Seed { seed, depth })?;
+        Ok((value, Access { inner: variant, depth }))
+    }
+}
+
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
+    type Error = A::Error;
+
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.inner.unit_variant()
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.newtype_variant_seed(Seed {
+            seed,
+            depth: self.depth,
+        })
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        self.inner.tuple_variant(
+            len,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        self.inner.struct_variant(
+            fields,
+            Wrap {
+                visitor,
+                depth: self.depth,
+            },
+        )
+    }
+}
