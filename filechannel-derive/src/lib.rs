@@ -10,7 +10,9 @@
 //!
 //! # Keys
 //!
-//! - `name = "..."`: the stable name (default: the type's identifier).
+//! - `name = "..."`: the stable name (default: the type's identifier). The
+//!   names of the std types' messages (`String`, `u64`, `Vec`, `Box`, ...)
+//!   are refused: a derived type's tag could equal theirs.
 //! - `version = N`: 1 or more. Required whenever the attribute is written;
 //!   a type without any `#[message]` attribute is version 1.
 //! - `previous = Type`: the type of the version before. It must have the
@@ -61,6 +63,14 @@ struct Attrs {
     /// The first `#[message]` attribute.
     attr: Option<syn::Attribute>,
 }
+
+/// The names of the std types' [`Message`] impls: a derived type may not
+/// take one, or its frames' tags could equal theirs.
+const RESERVED: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "bool", "char", "f32",
+    "f64", "()", "String", "str", "slice", "Vec", "Option", "VecDeque", "BTreeSet", "HashSet", "Box", "BTreeMap",
+    "HashMap", "tuple",
+];
 
 fn parse_attrs(input: &DeriveInput) -> syn::Result<Attrs> {
     let mut a = Attrs::default();
@@ -139,7 +149,17 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let ident = &input.ident;
     let krate = a.krate.map_or_else(|| quote!(::filechannel), |p| quote!(#p));
     let p = quote!(#krate::__private);
-    let name = a.name.map_or_else(|| ident.to_string(), |l| l.value());
+    let name = a.name.as_ref().map_or_else(|| ident.to_string(), LitStr::value);
+    if RESERVED.contains(&name.as_str()) {
+        let message = format!(
+            "`{name}` is the name the std types' messages use (their tags would collide); \
+             give this type a name of its own: #[message(name = \"...\", version = 1)]"
+        );
+        return Err(match &a.name {
+            Some(lit) => syn::Error::new(lit.span(), message),
+            None => syn::Error::new(ident.span(), message),
+        });
+    }
     let version = a.version.map_or(1, |(v, _)| v);
 
     let migrate = match &a.previous {
