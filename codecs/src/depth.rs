@@ -7,63 +7,106 @@
 //! Every level of nesting (a sequence, map, enum, `Some` or newtype) costs one
 //! unit of depth; the wrapper passes itself down through the access objects
 //! the inner deserializer hands to visitors.
+//!
+//! It also counts the elements of every sequence and map against a budget
+//! of the body's length plus [`ZERO_SIZED_ELEMENTS`]: an element takes at
+//! least a byte, unless its type is zero-sized (`()`, a unit struct), and
+//! six bytes declaring 2^40 of those would otherwise keep the decoder busy
+//! for hours.
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
+use std::cell::Cell;
 
-/// `inner`, refusing nesting deeper than `depth` more levels.
-pub(crate) struct Limited<D> {
-    inner: D,
-    depth: usize,
+/// How many elements beyond one per byte of the body a value may hold:
+/// room for sequences of zero-sized elements.
+pub(crate) const ZERO_SIZED_ELEMENTS: usize = 1 << 16;
+
+/// Elements still allowed.
+type Budget = Cell<usize>;
+
+/// The budget for a body of `len` bytes.
+pub(crate) fn budget(len: usize) -> Budget {
+    Cell::new(len.saturating_add(ZERO_SIZED_ELEMENTS))
 }
 
-impl<D> Limited<D> {
-    pub(crate) fn new(inner: D) -> Self {
+/// Takes one element from `budget`, or says why not.
+fn spend<E: de::Error>(budget: &Budget) -> Result<(), E> {
+    match budget.get().checked_sub(1) {
+        Some(left) => {
+            budget.set(left);
+            Ok(())
+        }
+        None => Err(E::custom("more elements than the body can hold")),
+    }
+}
+
+/// `inner`, refusing nesting deeper than `depth` more levels.
+pub(crate) struct Limited<'b, D> {
+    inner: D,
+    depth: usize,
+    budget: &'b Budget,
+}
+
+impl<'b, D> Limited<'b, D> {
+    pub(crate) fn new(inner: D, budget: &'b Budget) -> Self {
         Limited {
             inner,
             depth: crate::MAX_DEPTH,
+            budget,
         }
     }
 }
 
 /// A seed whose value is decoded through [`Limited`] at `depth`.
-pub(crate) struct Seed<S> {
+struct Seed<'b, S> {
     seed: S,
     depth: usize,
+    budget: &'b Budget,
 }
 
-/// A `T` decoded through [`Limited`] (for APIs that take a seed).
-pub(crate) struct Top<T>(std::marker::PhantomData<T>);
+/// A `T` decoded through [`Limited`] from a body of `len` bytes (for APIs
+/// that take a seed).
+pub(crate) struct Top<T> {
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
 
 impl<T> Top<T> {
-    pub(crate) fn new() -> Self {
-        Top(std::marker::PhantomData)
+    pub(crate) fn new(len: usize) -> Self {
+        Top {
+            len,
+            _t: std::marker::PhantomData,
+        }
     }
 }
 
 impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Top<T> {
     type Value = T;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        T::deserialize(Limited::new(d))
+        let budget = budget(self.len);
+        T::deserialize(Limited::new(d, &budget))
     }
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
     type Value = S::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
         self.seed.deserialize(Limited {
             inner: d,
             depth: self.depth,
+            budget: self.budget,
         })
     }
 }
 
 /// The visitor side: one level deeper for whatever it is handed to walk.
-struct Wrap<V> {
+struct Wrap<'b, V> {
     visitor: V,
     depth: usize,
+    budget: &'b Budget,
 }
 
-impl<V> Wrap<V> {
+impl<V> Wrap<'_, V> {
     /// The depth left below this level, or the error if there is none.
     fn below<E: de::Error>(&self) -> Result<usize, E> {
         self.depth
@@ -75,12 +118,12 @@ impl<V> Wrap<V> {
 macro_rules! forward_deserialize {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(Wrap { visitor, depth: self.depth })
+            self.inner.$method(Wrap { visitor, depth: self.depth, budget: self.budget })
         }
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
     type Error = D::Error;
 
     forward_deserialize!(
@@ -117,6 +160,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -127,6 +171,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -137,6 +182,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -153,6 +199,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -169,6 +216,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -185,6 +233,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -202,7 +251,7 @@ macro_rules! forward_visit {
     )*};
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,45 +291,74 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let depth = self.below()?;
-        self.visitor.visit_some(Limited { inner: d, depth })
+        self.visitor.visit_some(Limited {
+            inner: d,
+            depth,
+            budget: self.budget,
+        })
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let depth = self.below()?;
-        self.visitor.visit_newtype_struct(Limited { inner: d, depth })
+        self.visitor.visit_newtype_struct(Limited {
+            inner: d,
+            depth,
+            budget: self.budget,
+        })
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         let depth = self.below()?;
-        self.visitor.visit_seq(Access { inner: seq, depth })
+        self.visitor.visit_seq(Access {
+            inner: seq,
+            depth,
+            budget: self.budget,
+        })
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         let depth = self.below()?;
-        self.visitor.visit_map(Access { inner: map, depth })
+        self.visitor.visit_map(Access {
+            inner: map,
+            depth,
+            budget: self.budget,
+        })
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         let depth = self.below()?;
-        self.visitor.visit_enum(Access { inner: data, depth })
+        self.visitor.visit_enum(Access {
+            inner: data,
+            depth,
+            budget: self.budget,
+        })
     }
 }
 
 /// A sequence, map, enum or variant access whose elements decode through
-/// [`Limited`] at `depth`.
-struct Access<A> {
+/// [`Limited`] at `depth`; sequence and map elements spend the budget.
+struct Access<'b, A> {
     inner: A,
     depth: usize,
+    budget: &'b Budget,
 }
 
-impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<A> {
+impl<'b, A> Access<'b, A> {
+    fn seed<S>(&self, seed: S) -> Seed<'b, S> {
+        Seed {
+            seed,
+            depth: self.depth,
+            budget: self.budget,
+        }
+    }
+}
+
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        self.inner.next_element_seed(Seed {
-            seed,
-            depth: self.depth,
-        })
+        spend(self.budget)?;
+        self.inner.next_element_seed(self.seed(seed))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -288,21 +366,16 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<A> {
     }
 }
 
-impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<A> {
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        self.inner.next_key_seed(Seed {
-            seed,
-            depth: self.depth,
-        })
+        spend(self.budget)?;
+        self.inner.next_key_seed(self.seed(seed))
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.next_value_seed(Seed {
-            seed,
-            depth: self.depth,
-        })
+        self.inner.next_value_seed(self.seed(seed))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -310,18 +383,25 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<A> {
     }
 }
 
-impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<A> {
+impl<'b, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
     type Error = A::Error;
-    type Variant = Access<A::Variant>;
+    type Variant = Access<'b, A::Variant>;
 
     fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
-        let depth = self.depth;
-        let (value, variant) = self.inner.variant_seed(Seed { seed, depth })?;
-        Ok((value, Access { inner: variant, depth }))
+        let (depth, budget) = (self.depth, self.budget);
+        let (value, variant) = self.inner.variant_seed(Seed { seed, depth, budget })?;
+        Ok((
+            value,
+            Access {
+                inner: variant,
+                depth,
+                budget,
+            },
+        ))
     }
 }
 
-impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn unit_variant(self) -> Result<(), A::Error> {
@@ -329,10 +409,8 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.newtype_variant_seed(Seed {
-            seed,
-            depth: self.depth,
-        })
+        let seed = self.seed(seed);
+        self.inner.newtype_variant_seed(seed)
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
@@ -341,6 +419,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }
@@ -355,6 +434,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
             Wrap {
                 visitor,
                 depth: self.depth,
+                budget: self.budget,
             },
         )
     }

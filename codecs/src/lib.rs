@@ -200,7 +200,9 @@ mod postcard_codec {
         #[inline]
         fn decode(bytes: &[u8]) -> Result<T, CodecError> {
             let mut de = postcard::Deserializer::from_bytes(bytes);
-            let taken = T::deserialize(crate::depth::Limited::new(&mut de)).and_then(|v| Ok((v, de.finalize()?)));
+            let budget = crate::depth::budget(bytes.len());
+            let taken =
+                T::deserialize(crate::depth::Limited::new(&mut de, &budget)).and_then(|v| Ok((v, de.finalize()?)));
             match taken {
                 Ok((v, [])) => Ok(v),
                 Ok((_, rest)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(rest.len()))),
@@ -251,7 +253,7 @@ mod bincode_codec {
         #[inline]
         fn decode(bytes: &[u8]) -> Result<T, CodecError> {
             let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-            match bincode::serde::seed_decode_from_slice(crate::depth::Top::<T>::new(), bytes, config) {
+            match bincode::serde::seed_decode_from_slice(crate::depth::Top::<T>::new(bytes.len()), bytes, config) {
                 Ok((v, n)) if n == bytes.len() => Ok(v),
                 Ok((_, n)) => Err(CodecError::decode::<T>(Self::NAME, TrailingBytes(bytes.len() - n))),
                 Err(e) => Err(CodecError::decode::<T>(Self::NAME, e)),

@@ -177,3 +177,50 @@ fn rkyv_archives_nested_deeper_than_the_limit_are_errors() {
     assert!(access::<Expr>(&shallow).is_ok());
     unnest(<Rkyv as Decode<Expr>>::decode(&shallow).unwrap());
 }
+
+/// A body declaring 2^40 zero-sized elements (six bytes) is refused at
+/// once instead of decoding each of them (hours); sequences of real
+/// elements are not limited by the budget, nor short zero-sized ones.
+#[cfg(any(feature = "postcard", feature = "bincode"))]
+#[test]
+fn a_huge_count_of_zero_sized_elements_is_refused_at_once() {
+    let n: u64 = 1 << 40;
+    #[allow(unused_mut)]
+    type DecodeUnits = fn(&[u8]) -> Result<Vec<()>, CodecError>;
+    let mut cases: Vec<(&str, Vec<u8>, DecodeUnits)> = Vec::new();
+    #[cfg(feature = "postcard")]
+    {
+        let mut varint = Vec::new();
+        let mut v = n;
+        while v >= 0x80 {
+            varint.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        varint.push(v as u8);
+        cases.push(("postcard", varint, <Postcard as Decode<Vec<()>>>::decode));
+    }
+    #[cfg(feature = "bincode")]
+    {
+        // bincode's varint: 253, then the u64 little-endian.
+        let mut varint = vec![253u8];
+        varint.extend_from_slice(&n.to_le_bytes());
+        cases.push(("bincode", varint, <Bincode as Decode<Vec<()>>>::decode));
+    }
+    for (name, body, decode) in cases {
+        let started = std::time::Instant::now();
+        assert!(decode(&body).is_err(), "{name}: 2^40 unit elements accepted");
+        // Generous for a debug build on a busy machine; the unbounded loop
+        // takes hours.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{name}");
+    }
+    #[cfg(feature = "postcard")]
+    {
+        let mut buf = Vec::new();
+        Postcard::encode(&vec![(); 1000], &mut buf).unwrap();
+        assert_eq!(<Postcard as Decode<Vec<()>>>::decode(&buf).unwrap().len(), 1000);
+        let bytes = vec![7u8; 1 << 20];
+        buf.clear();
+        Postcard::encode(&bytes, &mut buf).unwrap();
+        assert_eq!(<Postcard as Decode<Vec<u8>>>::decode(&buf).unwrap(), bytes);
+    }
+}
