@@ -222,7 +222,11 @@ mod bincode_codec {
     /// the standard configuration (little-endian, varint integers).
     ///
     /// Decoding allocates at most [`DECODE_LIMIT`] per value (bincode
-    /// otherwise trusts length prefixes).
+    /// otherwise trusts length prefixes). The limit counts the decoded
+    /// form (16 bytes per `u128`, 8 per `u64`, whatever the varints took
+    /// on the wire): a value that large encodes and sends, but every
+    /// receive of it fails. Keep messages well under it, or use
+    /// [`Postcard`](crate::Postcard).
     ///
     /// bincode is no longer maintained (RUSTSEC-2025-0141), and the 3.0.0
     /// release on crates.io is an empty placeholder: this crate pins `2`.
