@@ -66,11 +66,13 @@ struct Seed<'b, S> {
 
 /// A `T` decoded through [`Limited`] from a body of `len` bytes (for APIs
 /// that take a seed).
+#[cfg(feature = "bincode")]
 pub(crate) struct Top<T> {
     len: usize,
     _t: std::marker::PhantomData<T>,
 }
 
+#[cfg(feature = "bincode")]
 impl<T> Top<T> {
     pub(crate) fn new(len: usize) -> Self {
         Top {
@@ -80,6 +82,7 @@ impl<T> Top<T> {
     }
 }
 
+#[cfg(feature = "bincode")]
 impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Top<T> {
     type Value = T;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {

@@ -405,17 +405,26 @@ impl<S: Storage> Shared<S> {
         st.in_progress = true;
         drop(st);
 
-        let (file, sealed, dir_dirty, upto, id, pos) = {
+        let (file, dir_dirty, upto, id, pos) = {
             let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
             // Only finished frames may count as durable: a frame fsynced
             // before its CRC is filled in is a torn frame on disk.
             self.complete_written(&mut w);
             let dir_dirty = std::mem::take(&mut w.dir_dirty);
-            let sealed: Vec<Arc<S::File>> =
-                std::mem::take(&mut self.catalog.lock().unwrap_or_else(PoisonError::into_inner).unsynced)
-                    .into_values()
-                    .collect();
-            (Arc::clone(&w.file), sealed, dir_dirty, w.next_seq, w.id, w.map.pos())
+            (Arc::clone(&w.file), dir_dirty, w.next_seq, w.id, w.map.pos())
+        };
+        // Every segment sealed before the snapshot above is in `unsynced`
+        // (a rotation registers it under the writer lock); one sealed since
+        // may be taken too, and is fsynced a little early. Taken after the
+        // writer lock is let go, so that senders never wait for the catalog
+        // (where GC may be fsyncing) behind a sync. `Sync` mode keeps
+        // nothing there.
+        let sealed: Vec<Arc<S::File>> = if self.config.durability == Durability::Sync {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.catalog.lock().unwrap_or_else(PoisonError::into_inner).unsynced)
+                .into_values()
+                .collect()
         };
         // A concurrent rotation's fsync of the same file may have failed
         // (and been reported) even though ours succeeded: trust neither.
