@@ -737,14 +737,19 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         // this round): not idle until it is, or a crash could take it long
         // after its `flush_interval`.
         let unfinished = buffered && written > sh.published_seq.load(Ordering::Acquire);
-        let busy = behind || unfinished || written != last_seq || sh.notify.has_waiters();
+        // Waiting receivers do not keep it busy: a busy flusher parks a
+        // whole `flush_interval`, which no send cuts short, so a receiver
+        // blocked in `recv` waited that long for a small `Buffered` send
+        // (for ever with `Duration::MAX`), and an idle channel with a
+        // blocked receiver woke the flusher every interval. Idle, it is
+        // woken by the next send.
+        let busy = behind || unfinished || written != last_seq;
         last_seq = written;
         if !busy {
             sh.flusher.idle.store(true, Ordering::SeqCst);
-            // Re-check after announcing idleness: a receiver that started
-            // waiting or a sender that wrote since has seen `idle` (and will
-            // unpark us) or is seen here.
-            if sh.notify.has_waiters() || sh.written_seq.load(Ordering::SeqCst) != last_seq {
+            // Re-check after announcing idleness: a sender that wrote since
+            // has seen `idle` (and will unpark us) or is seen here.
+            if sh.written_seq.load(Ordering::SeqCst) != last_seq {
                 sh.flusher.idle.store(false, Ordering::SeqCst);
             }
         }

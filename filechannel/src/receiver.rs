@@ -464,7 +464,12 @@ impl<S: Storage> Receiver<S> {
         self.recv_ref().map(|m| m.to_vec())
     }
 
-    /// Returns a view of the next message if one is ready, without blocking.
+    /// Returns a view of the next message if one is ready, without blocking
+    /// for messages. Like every receive, it does wait for the segment I/O a
+    /// message needs: a receiver entering a compressed segment decompresses
+    /// it (or waits for another receiver doing so), which takes
+    /// milliseconds for a large segment; so do the timed receives, whose
+    /// deadline bounds only the wait for a message.
     ///
     /// # Errors
     /// [`TryRecvError::Empty`] when nothing is ready;
@@ -499,7 +504,9 @@ impl<S: Storage> Receiver<S> {
         self.try_recv_ref().map(|m| m.to_vec())
     }
 
-    /// Waits at most `timeout` for a message.
+    /// Waits at most `timeout` for a message (the timeout does not cut
+    /// short the segment I/O a message needs: see
+    /// [`try_recv_ref`](Self::try_recv_ref)).
     ///
     /// # Errors
     /// [`RecvTimeoutError::Timeout`] if none came in time;
@@ -736,11 +743,15 @@ impl<S: Storage> AckReceiver<S> {
     /// after a restart (at least once, never lost).
     ///
     /// # Errors
-    /// [`AckError::TooMany`] if fewer than `n` received messages are un-acked;
-    /// [`AckError::Closed`] once the channel is closed (the directory is no
-    /// longer this process's to write: the messages will be delivered again
-    /// after a reopen). Nothing is acked then.
+    /// [`AckError::Closed`] once the channel is closed, whatever `n` (the
+    /// directory is no longer this process's to write: the messages will be
+    /// delivered again after a reopen); else [`AckError::TooMany`] if fewer
+    /// than `n` received messages are un-acked. Nothing is acked then.
     pub fn ack(&mut self, n: u64) -> Result<(), AckError> {
+        // Closed comes first, whatever `n` (also 0, or too many).
+        if self.rx.shared.closed.load(Ordering::Acquire) {
+            return Err(AckError::Closed);
+        }
         let acked = self.acked_offset();
         let unacked = self.rx.read_offset() - acked;
         if n > unacked {

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use filechannel::{Durability, FileChannel};
 use std::thread;
+use std::time::{Duration, Instant};
 
 #[test]
 fn sync_mode_send_returns_only_after_the_message_is_fsynced() {
@@ -259,4 +260,59 @@ fn close_does_not_write_out_the_zero_filled_pages_ahead_of_the_writer() {
         assert_eq!(check_payload(&rx.recv_ref().unwrap()), seq);
     }
     assert!(rx.try_recv().unwrap_err().is_empty());
+}
+
+/// A receiver blocked in `recv` gets a small `Buffered` send at once, also
+/// with a long `flush_interval`: it used to wait the whole interval (the
+/// flusher, counting the waiter as work, parked that long and no send
+/// woke it), for ever with `Duration::MAX`.
+#[test]
+fn blocked_recv_wakes_for_a_small_buffered_send_with_a_long_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::builder()
+        .flush_interval(Duration::from_secs(3600)) // Duration::MAX: recv() never returns
+        .open(dir.path())
+        .unwrap();
+    let mut rx = ch.rx();
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        let m = rx.recv_timeout(Duration::from_secs(10));
+        (m, t.elapsed())
+    });
+    // Let the receiver block (the flusher used to count it as work, park a
+    // whole `flush_interval`, and miss the send below).
+    std::thread::sleep(Duration::from_millis(500));
+    ch.tx().send(b"x").unwrap(); // <= 128 B: left for a completer, nobody notified
+    let (m, waited) = waiter.join().unwrap();
+    assert_eq!(m.unwrap(), b"x");
+    assert!(waited < Duration::from_secs(3), "woken only after {waited:?}");
+    ch.close().unwrap();
+}
+
+#[test]
+fn huge_timeouts_and_deadlines_neither_panic_nor_time_out_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::builder()
+        .flush_interval(Duration::MAX)
+        .open(dir.path())
+        .unwrap();
+    let mut rx = ch.rx();
+    let tx = ch.tx();
+    tx.send(b"a").unwrap();
+    tx.send(b"b").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::MAX).unwrap(), b"a");
+    let far = Instant::now()
+        .checked_add(Duration::from_secs(100 * 365 * 86_400))
+        .unwrap();
+    assert_eq!(rx.recv_deadline(far).unwrap(), b"b");
+    drop(tx);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            ch.close().unwrap();
+        });
+        let t = Instant::now();
+        assert!(rx.recv_timeout(Duration::MAX).unwrap_err().is_disconnected());
+        assert!(t.elapsed() < Duration::from_secs(5));
+    });
 }

@@ -368,3 +368,18 @@ fn consumed_segments_go_even_with_a_long_flush_interval() {
     }
     wait_for("the consumed segments to go", || segment_files(dir.path()).len() <= 2);
 }
+
+/// After `close`, every `ack` is `Closed`, whatever `n` (`ack(0)` returned
+/// `Ok` and an `n` past the un-acked count `TooMany`).
+#[test]
+fn ack_after_close_is_refused_whatever_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    let mut rx = ch.rx_ack();
+    ch.tx().send(b"a").unwrap();
+    rx.recv().unwrap();
+    ch.close().unwrap();
+    assert!(rx.ack(1).unwrap_err().is_closed());
+    assert!(rx.ack(0).unwrap_err().is_closed());
+    assert!(rx.ack(u64::MAX).unwrap_err().is_closed());
+}
