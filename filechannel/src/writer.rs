@@ -386,19 +386,29 @@ impl<S: Storage> Shared<S> {
                 continue;
             }
             if let Some(e) = self.poison.get() {
-                drop(st);
-                if self.config.durability == Durability::Sync {
-                    // No sync will come: the `Sync` sends whose frames wait
-                    // unpublished fail, so their frames go, or a crash (which
-                    // keeps what the process wrote) would bring them back.
-                    // Nobody appends or leads a sync once poisoned.
-                    self.writer
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .map
-                        .discard_unpublished();
+                let sync_mode = self.config.durability == Durability::Sync;
+                if !sync_mode || self.fsync_failed.load(Ordering::Acquire) {
+                    drop(st);
+                    if sync_mode {
+                        // No sync will come: the `Sync` sends whose frames
+                        // wait unpublished fail, so their frames go, or a
+                        // crash (which keeps what the process wrote) would
+                        // bring them back. Nobody appends or leads a sync
+                        // once an fsync has failed.
+                        self.writer
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .map
+                            .discard_unpublished();
+                    }
+                    return Err(SendError::Poisoned(Arc::clone(e)));
                 }
-                return Err(SendError::Poisoned(Arc::clone(e)));
+                // `Sync` mode, poisoned by something other than an fsync (a
+                // rotation that could not create its segment): nothing more
+                // is appended, but what was appended is synced and its sends
+                // succeed. Failing them instead is no option: an earlier
+                // leader's fsync of the file may already have made their
+                // frames durable, and a power loss would bring them back.
             }
             break;
         }
@@ -457,20 +467,17 @@ impl<S: Storage> Shared<S> {
                         w.map.discard_unpublished();
                         Err(SendError::Poisoned(Arc::clone(e)))
                     }
-                    poisoned => {
+                    _ => {
                         // Our fsync covered the frames up to `pos` (or, if a
                         // rotation moved on, the rotation's did and published
                         // them): durable, so their sends succeed, also when
                         // something other than an fsync has poisoned the
                         // channel meanwhile (failing them would zero frames
-                        // that a power loss then brings back).
+                        // that a power loss then brings back). Frames
+                        // appended after our snapshot are their senders'
+                        // next leader's, poisoned or not.
                         if w.id == id {
                             w.map.publish_to(pos);
-                        }
-                        if poisoned.is_some() {
-                            // Frames appended after our snapshot wait for a
-                            // sync that will not come: their sends fail.
-                            w.map.discard_unpublished();
                         }
                         drop(w);
                         self.published_seq.fetch_max(upto, Ordering::AcqRel);
