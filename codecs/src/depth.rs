@@ -102,6 +102,11 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
     }
 }
 
+/// `visitor`, walking what it is handed at `depth` with `budget`.
+fn wrap<V>(visitor: V, depth: usize, budget: &Budget) -> Wrap<'_, V> {
+    Wrap { visitor, depth, budget }
+}
+
 /// The visitor side: one level deeper for whatever it is handed to walk.
 struct Wrap<'b, V> {
     visitor: V,
@@ -121,7 +126,7 @@ impl<V> Wrap<'_, V> {
 macro_rules! forward_deserialize {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(Wrap { visitor, depth: self.depth, budget: self.budget })
+            self.inner.$method(wrap(visitor, self.depth, self.budget))
         }
     )*};
 }
@@ -158,36 +163,18 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
     );
 
     fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_unit_struct(
-            name,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .deserialize_unit_struct(name, wrap(visitor, self.depth, self.budget))
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_newtype_struct(
-            name,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .deserialize_newtype_struct(name, wrap(visitor, self.depth, self.budget))
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple(
-            len,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .deserialize_tuple(len, wrap(visitor, self.depth, self.budget))
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -196,15 +183,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple_struct(
-            name,
-            len,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .deserialize_tuple_struct(name, len, wrap(visitor, self.depth, self.budget))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -213,15 +193,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_struct(
-            name,
-            fields,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .deserialize_struct(name, fields, wrap(visitor, self.depth, self.budget))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -230,15 +203,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_enum(
-            name,
-            variants,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .deserialize_enum(name, variants, wrap(visitor, self.depth, self.budget))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -417,14 +383,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.tuple_variant(
-            len,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner.tuple_variant(len, wrap(visitor, self.depth, self.budget))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -432,13 +391,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        self.inner.struct_variant(
-            fields,
-            Wrap {
-                visitor,
-                depth: self.depth,
-                budget: self.budget,
-            },
-        )
+        self.inner
+            .struct_variant(fields, wrap(visitor, self.depth, self.budget))
     }
 }

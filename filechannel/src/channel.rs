@@ -965,20 +965,27 @@ mod tests {
         Ok(())
     }
 
+    /// A `Flush`-mode channel of 4 KiB segments, uncompressed, on `sim`.
+    fn sim_channel(
+        sim: &crate::storage::sim::SimStorage,
+    ) -> Result<FileChannel<crate::storage::sim::SimStorage>, crate::Error> {
+        FileChannel::builder()
+            .segment_size(4096)
+            .durability(crate::Durability::Flush)
+            .compression(crate::Compression::None)
+            .open_with(sim.clone(), std::path::Path::new("/ch"))
+    }
+
     /// A rotation whose reuse of a spare file fails before the rename (a
     /// full disk) leaves the spare a spare: counted, and reused by the next
     /// rotation. It used to drop out of the list until the next open, its
     /// file still on disk.
     #[test]
     fn a_spare_whose_reuse_fails_stays_a_spare() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::SendError;
         use crate::storage::sim::{FailPlan, OpKind, SimStorage};
-        use crate::{Compression, Durability, SendError};
         let sim = SimStorage::new();
-        let ch = FileChannel::builder()
-            .segment_size(4096)
-            .durability(Durability::Flush)
-            .compression(Compression::None)
-            .open_with(sim.clone(), std::path::Path::new("/ch"))?;
+        let ch = sim_channel(&sim)?;
         let (tx, mut rx) = (ch.tx(), ch.rx());
         // One 2,000-byte message fills a 4 KiB segment: every send rotates.
         let msg = [7u8; 2000];
@@ -1030,13 +1037,9 @@ mod tests {
     /// (it used to return `Ok`, as if retrying an fsync could make it succeed).
     #[test]
     fn a_second_close_after_a_failed_one_reports_the_failure() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::path::Path::new("/ch");
-        use crate::Durability;
         use crate::storage::sim::{FailPlan, SimStorage};
         let sim = SimStorage::new();
-        let ch = FileChannel::builder()
-            .durability(Durability::Flush)
-            .open_with(sim.clone(), dir)?;
+        let ch = sim_channel(&sim)?;
         ch.tx().send(b"x")?;
         sim.fail(FailPlan {
             from_op: sim.ops() + 1,
@@ -1060,13 +1063,8 @@ mod tests {
     fn sealed_segments_wait_for_sync_with_their_descriptors_within_a_bound() -> Result<(), Box<dyn std::error::Error>> {
         use crate::catalog::MAX_UNSYNCED;
         use crate::storage::sim::{OpKind, SimStorage};
-        use crate::{Compression, Durability};
         let sim = SimStorage::new();
-        let ch = FileChannel::builder()
-            .segment_size(4096)
-            .durability(Durability::Flush)
-            .compression(Compression::None)
-            .open_with(sim.clone(), std::path::Path::new("/ch"))?;
+        let ch = sim_channel(&sim)?;
         let unsynced = || {
             let cat = ch.shared().catalog.lock().unwrap_or_else(PoisonError::into_inner);
             cat.unsynced.keys().copied().collect::<Vec<u64>>()

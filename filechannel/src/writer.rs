@@ -350,10 +350,16 @@ impl<S: Storage> Shared<S> {
             let _ = self.poison.set(Arc::new(std::io::Error::new(e.kind(), e.to_string())));
             return Err(e);
         }
-        match self.poison.get() {
-            Some(e) if self.fsync_failed.load(Ordering::Acquire) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            _ => Ok(()),
+        match self.fsync_poison() {
+            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
         }
+    }
+
+    /// The poison, if an fsync failure set it: from then on no fsync's
+    /// success is trusted.
+    fn fsync_poison(&self) -> Option<&Arc<std::io::Error>> {
+        self.poison.get().filter(|_| self.fsync_failed.load(Ordering::Acquire))
     }
 
     /// Poisons the sender side with `e` and returns the error for the caller.
@@ -385,30 +391,30 @@ impl<S: Storage> Shared<S> {
                 st = self.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            if let Some(e) = self.poison.get() {
-                let sync_mode = self.config.durability == Durability::Sync;
-                if !sync_mode || self.fsync_failed.load(Ordering::Acquire) {
-                    drop(st);
-                    if sync_mode {
-                        // No sync will come: the `Sync` sends whose frames
-                        // wait unpublished fail, so their frames go, or a
-                        // crash (which keeps what the process wrote) would
-                        // bring them back. Nobody appends or leads a sync
-                        // once an fsync has failed.
-                        self.writer
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .map
-                            .discard_unpublished();
-                    }
-                    return Err(SendError::Poisoned(Arc::clone(e)));
+            // Poisoned: fail, except in `Sync` mode when something other
+            // than an fsync did it (a rotation that could not create its
+            // segment); then lead a sync as usual. Nothing more is
+            // appended, but what was appended is synced and its sends
+            // succeed. Failing them instead is no option: an earlier
+            // leader's fsync of the file may already have made their frames
+            // durable, and a power loss would bring them back.
+            if let Some(e) = self.poison.get()
+                && (!self.is_sync() || self.fsync_poison().is_some())
+            {
+                drop(st);
+                if self.is_sync() {
+                    // No sync will come: the `Sync` sends whose frames wait
+                    // unpublished fail, so their frames go, or a crash
+                    // (which keeps what the process wrote) would bring them
+                    // back. Nobody appends or leads a sync once an fsync has
+                    // failed.
+                    self.writer
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .map
+                        .discard_unpublished();
                 }
-                // `Sync` mode, poisoned by something other than an fsync (a
-                // rotation that could not create its segment): nothing more
-                // is appended, but what was appended is synced and its sends
-                // succeed. Failing them instead is no option: an earlier
-                // leader's fsync of the file may already have made their
-                // frames durable, and a power loss would bring them back.
+                return Err(SendError::Poisoned(Arc::clone(e)));
             }
             break;
         }
@@ -429,7 +435,7 @@ impl<S: Storage> Shared<S> {
         // writer lock is let go, so that senders never wait for the catalog
         // (where GC may be fsyncing) behind a sync. `Sync` mode keeps
         // nothing there.
-        let sealed: Vec<Arc<S::File>> = if self.config.durability == Durability::Sync {
+        let sealed: Vec<Arc<S::File>> = if self.is_sync() {
             Vec::new()
         } else {
             std::mem::take(&mut self.catalog.lock().unwrap_or_else(PoisonError::into_inner).unsynced)
@@ -459,15 +465,15 @@ impl<S: Storage> Shared<S> {
                 // frames of this segment, ours among them, and poisoned the
                 // channel before releasing the lock. Then they are gone, and
                 // so must the rest be: their sends fail.
-                match self.poison.get() {
-                    Some(e) if self.fsync_failed.load(Ordering::Acquire) => {
+                match self.fsync_poison() {
+                    Some(e) => {
                         // Every unpublished frame of the active segment
                         // belongs to a send still waiting for a sync, which
                         // now fails.
                         w.map.discard_unpublished();
                         Err(SendError::Poisoned(Arc::clone(e)))
                     }
-                    _ => {
+                    None => {
                         // Our fsync covered the frames up to `pos` (or, if a
                         // rotation moved on, the rotation's did and published
                         // them): durable, so their sends succeed, also when
