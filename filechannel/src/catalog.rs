@@ -222,8 +222,15 @@ impl<S: Storage> Catalog<S> {
     }
 
     /// A spare file big enough for a segment whose first message has
-    /// `first_len` bytes, if there is one, with its length.
+    /// `first_len` bytes, if there is one, with its length. None while a
+    /// retirement's directory fsync has not succeeded: the spare's name may
+    /// not be on disk yet, and after a power loss the next segment's header
+    /// would sit in a file still named as the old segment (an open that
+    /// fails on the mismatch).
     pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<(PathBuf, u64)> {
+        if self.dir_unsynced {
+            return None;
+        }
         let need = config.segment_capacity(first_len);
         let i = self.spares.iter().position(|(_, len)| *len >= need)?;
         Some(self.spares.swap_remove(i))

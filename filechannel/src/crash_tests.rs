@@ -510,6 +510,60 @@ fn gc_waits_for_the_directory_fsync_after_a_retirement() {
     );
 }
 
+/// A spare whose rename is not known to be on disk (the retirement's
+/// directory fsync failed) is not reused: a rotation writing the next
+/// segment's header into it could leave, after a power loss, a file named
+/// as the old segment holding the new one's header, which the open refuses.
+#[test]
+fn no_spare_is_reused_before_its_rename_is_synced() {
+    let dir = Path::new("/sim/spare");
+    let sim = SimStorage::new();
+    let ch = FileChannel::builder()
+        .segment_size(4096)
+        .durability(Durability::Flush)
+        .compression(Compression::None)
+        .open_with(sim.clone(), dir)
+        .expect("open");
+    let tx = ch.tx();
+    let mut rx = ch.rx_ack();
+    for seq in 0..40 {
+        tx.send(&payload(seq, 1000)).expect("send");
+    }
+    for _ in 0..40 {
+        rx.try_recv().expect("a message");
+    }
+    sim.fail(crate::storage::sim::FailPlan {
+        from_op: 1,
+        once: true,
+        kind: std::io::ErrorKind::Other,
+        only_dir_syncs: true,
+    });
+    rx.ack(40).expect("ack");
+    let is_spare = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(crate::format::parse_spare_file_name)
+    };
+    let log = sim.log();
+    let &(failed_at, _) = sim.failed().first().expect("the retirement's directory fsync failed");
+    assert!(
+        log.iter()
+            .any(|(n, op)| *n < failed_at && matches!(op, OpKind::Rename(_, to) if is_spare(to))),
+        "setup: the retirement kept its file as a spare"
+    );
+    // Rotations, with no collect in between to retry the fsync.
+    for seq in 40..60 {
+        tx.send(&payload(seq, 1000)).expect("send");
+    }
+    let reused = sim
+        .log()
+        .iter()
+        .filter(|(n, _)| *n > failed_at)
+        .take_while(|(_, op)| !matches!(op, OpKind::SyncDir(_)))
+        .any(|(_, op)| matches!(op, OpKind::Rename(from, _) if is_spare(from)));
+    assert!(!reused, "a spare was reused before its rename was synced");
+}
+
 /// Whether, after a directory fsync that failed right after a segment file
 /// was retired (removed, or renamed to a spare), another segment file was
 /// retired before a directory fsync succeeded: a power loss could then bring
@@ -641,5 +695,70 @@ fn a_head_lowered_at_open_is_stored_before_anything_is_sent() -> Result<(), Box<
         got += 1;
     }
     assert_eq!(got, 150);
+    Ok(())
+}
+
+/// A rotation outside `Sync` mode renames a spare into place without a
+/// directory fsync, so a power loss can leave the old name (`spare.N`) on
+/// disk with the new segment's header and frames in it, while the chain
+/// ends one segment earlier. The next rotation creates that segment id
+/// again, with the same first sequence number and position, and may take
+/// that very spare: its stale frames then carry valid CRCs (the seed is the
+/// segment id) and the right sequence numbers after the new ones. The open
+/// must not keep such a spare. Reproduced here by renaming the newest
+/// segment to a spare name in a `Sync` image (whose rotations never zero-fill
+/// ahead), then reusing it and crashing.
+#[test]
+fn a_spare_holding_frames_of_a_future_segment_is_not_reused() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = Path::new("/ch");
+    let open_sync = |sim: SimStorage| {
+        FileChannel::builder()
+            .segment_size(64 << 10)
+            .durability(Durability::Sync)
+            .compression(Compression::None)
+            .open_with(sim, dir)
+    };
+    let big = |i: u64| {
+        let mut v = msg(i);
+        v.resize(1000, 0x5A);
+        v
+    };
+
+    // Session 1: three segments, the last one holding several messages.
+    let sim = SimStorage::new();
+    let ch = open_sync(sim.clone())?;
+    let tx = ch.tx();
+    for i in 0..150 {
+        tx.send(&big(i))?;
+    }
+    sim.crash_now();
+    let mut image = sim.snapshot().ok_or("no snapshot")?.process_crash_image();
+    drop((tx, ch));
+    let newest = dir.join(crate::format::segment_file_name(3));
+    let stale = image.remove(&newest).ok_or("setup: no third segment")?;
+    image.insert(dir.join(crate::format::spare_file_name(9)), stale);
+
+    // Session 2: the chain ends at segment 2; one message rotates into a new
+    // segment 3.
+    let sim2 = SimStorage::from_image(dir, &image);
+    let ch = open_sync(sim2.clone())?;
+    let base = ch.write_offset();
+    assert!(base > 0 && base < 149, "setup: segment 3 started at {base}");
+    ch.tx().send(&big(1000))?;
+    assert_eq!(ch.stats().segments, 3, "setup: no rotation");
+    sim2.crash_now();
+    let image2 = sim2.snapshot().ok_or("no snapshot")?.process_crash_image();
+    drop(ch);
+
+    // Session 3: exactly the messages sent, no stale ones after them.
+    let ch = open_sync(SimStorage::from_image(dir, &image2))?;
+    assert_eq!(ch.write_offset(), base + 1, "stale frames came back as messages");
+    let mut rx = ch.rx();
+    let mut got = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        got.push(m);
+    }
+    assert_eq!(got.len() as u64, base + 1);
+    assert_eq!(got.last(), Some(&big(1000)));
     Ok(())
 }

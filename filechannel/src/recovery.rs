@@ -232,6 +232,7 @@ pub(crate) fn recover<S: Storage>(
         }
     }
 
+    let spares = drop_spares_ahead(storage, dir, spares, kept.last().map_or(1, |&(id, _)| id))?;
     let Some(&(id, meta)) = kept.last() else {
         let active = create_segment(storage, dir, config, &mut None, 1, 0, 0, 0, true)?;
         segments.insert(
@@ -275,6 +276,46 @@ pub(crate) fn recover<S: Storage>(
         },
         spares,
     })
+}
+
+/// Keeps the spares that cannot hold frames of a segment still to come:
+/// deletes those whose header names a segment past `newest`.
+///
+/// Outside `Sync` mode a rotation renames a spare into place without a
+/// directory fsync, so a power loss can leave the file under its spare name
+/// with the new segment's header and frames, while the chain ends before
+/// that segment. The next rotation creates the same id again, with the same
+/// first sequence number and position: reusing that file, its stale frames
+/// would check out (the CRC seed is the segment id) and come back as
+/// messages after the new ones. A spare is only ever given an id above all
+/// of its earlier ones, and its header is fsynced before any frame is
+/// written, so a header at or below `newest` rules that out. One that cannot
+/// be deleted is left out of the list, never reused.
+fn drop_spares_ahead<S: Storage>(storage: &S, dir: &Path, spares: Vec<PathBuf>, newest: u64) -> Result<Vec<PathBuf>, Error> {
+    let mut kept = Vec::with_capacity(spares.len());
+    let mut removed = false;
+    for path in spares {
+        let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
+        let ahead = storage
+            .open(&path, false)
+            .and_then(|f| f.read_exact_at(&mut b, 0))
+            .ok()
+            .and_then(|()| SegmentHeader::from_bytes(&b).ok())
+            .is_some_and(|h| h.id > newest);
+        if !ahead {
+            kept.push(path);
+            continue;
+        }
+        tracing::warn!(path = %path.display(), newest, "deleting a spare that holds frames of a segment not created yet (a rotation lost to a power loss)");
+        match storage.remove(&path) {
+            Ok(()) => removed = true,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not delete it; it is not reused"),
+        }
+    }
+    if removed {
+        storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(kept)
 }
 
 /// Adds a segment's metadata, checking that it follows the previous one.
