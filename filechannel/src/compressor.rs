@@ -39,6 +39,9 @@ pub(crate) struct Compressor {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Segments whose compression failed; not tried again in this run.
     failed: Mutex<HashSet<u64>>,
+    /// Makes the next compression panic (tests of the unwinding path).
+    #[cfg(test)]
+    pub(crate) panic_next: std::sync::atomic::AtomicBool,
 }
 
 /// One segment to compress.
@@ -178,7 +181,11 @@ fn pick(
 }
 
 fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
-    let outcome = write_compressed(sh, job);
+    // A panic below (in a compression library, say) must not keep the claim:
+    // GC stops at a claimed segment, so the channel's disk use would grow
+    // for ever. It counts as a failure of this segment, which stays plain.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_compressed(sh, job)))
+        .unwrap_or_else(|_| Err(std::io::Error::other("the compressor panicked")));
     let mut cat = sh.catalog.lock().unwrap_or_else(PoisonError::into_inner);
     cat.compressing = None;
     // GC may have skipped this segment while it was claimed.
@@ -216,6 +223,10 @@ fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
 /// The segment is claimed (`Catalog::compressing`), so GC does not touch it
 /// meanwhile and no lock is held during the file work.
 fn write_compressed<S: Storage>(sh: &Shared<S>, job: &Job) -> std::io::Result<Packed> {
+    #[cfg(test)]
+    if sh.compressor.panic_next.swap(false, Ordering::AcqRel) {
+        panic!("injected compressor panic");
+    }
     let dir = &sh.dir;
     let plain = dir.join(segment_file_name(job.id));
     let packed = dir.join(compressed_file_name(job.id));
@@ -317,6 +328,56 @@ mod tests {
     ) -> Option<u64> {
         let failed = failed.iter().copied().collect();
         pick(segments, active, floor, next, &failed).map(|job| job.id)
+    }
+
+    /// Waits up to 20 s for `done`.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done()
+    }
+
+    /// A compression that panics counts as a failed one: the thread goes on
+    /// with other segments, and the claim is released, so GC still deletes
+    /// the segment once it is consumed (before, the claim stayed and GC
+    /// stopped there for good).
+    #[test]
+    fn a_panicking_compression_releases_its_claim() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let ch = crate::FileChannel::builder()
+            .segment_size(64 << 10)
+            .durability(crate::Durability::Flush)
+            .compression(Compression::Snappy)
+            .open(dir.path())?;
+        ch.shared().compressor.panic_next.store(true, Ordering::Release);
+        let tx = ch.tx();
+        let msg = [0x5Au8; 1000];
+        for _ in 0..400 {
+            tx.send(&msg)?;
+        }
+        assert!(ch.stats().segments >= 6, "setup: {:?}", ch.stats());
+        assert!(
+            eventually(|| ch.stats().compressed_segments >= 1),
+            "the compressor stopped after the panic: {:?}",
+            ch.stats()
+        );
+        assert!(!ch.shared().compressor.panic_next.load(Ordering::Acquire), "setup: no panic");
+        let mut rx = ch.rx();
+        for _ in 0..400 {
+            assert_eq!(rx.recv()?, msg);
+        }
+        assert!(
+            eventually(|| ch.stats().segments <= 2),
+            "GC stopped at the claimed segment: {:?}",
+            ch.stats()
+        );
+        ch.close()?;
+        Ok(())
     }
 
     #[test]
