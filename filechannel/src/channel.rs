@@ -7,7 +7,7 @@ use crate::format;
 use crate::notify::Notifier;
 use crate::receiver::{AckReceiver, Receiver};
 use crate::recovery::recover;
-use crate::storage::{Fs, SegmentMap, Storage, StorageFile};
+use crate::storage::{Fs, SegmentMap, Storage};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex};
 use crate::writer::{SyncState, Writer};
@@ -290,14 +290,6 @@ impl<S: Storage> FileChannel<S> {
         }
         let base_pos = recovered.segments.get(&active.id).map_or(0, |m| m.base_pos);
         let active_id = active.id;
-        let mut spares = Vec::new();
-        for path in recovered.spares {
-            let len = storage
-                .open(&path, false)
-                .and_then(|f| f.len())
-                .map_err(|e| Error::io(&path, e))?;
-            spares.push((path, len));
-        }
         let catalog = Catalog {
             segments: recovered.segments,
             active_id: active.id,
@@ -306,7 +298,7 @@ impl<S: Storage> FileChannel<S> {
             cursors: Vec::new(),
             ghosts: Vec::new(),
             head,
-            spares,
+            spares: recovered.spares,
             closed: false,
             compressing: None,
             loading: std::collections::BTreeSet::new(),
@@ -974,6 +966,63 @@ mod tests {
             .durability(crate::Durability::Flush)
             .compression(crate::Compression::None)
             .open_with(sim.clone(), std::path::Path::new("/ch"))
+    }
+
+    /// Spares too small for a segment under the current settings (a reopen
+    /// with a larger `segment_size`) are deleted at the open: never reused,
+    /// they held both spare slots, and their disk space, for good.
+    #[test]
+    fn a_reopen_with_larger_segments_deletes_spares_too_small() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::SimStorage;
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        let msg = [7u8; 2000];
+        for _ in 0..6 {
+            tx.send(&msg)?;
+            assert_eq!(rx.recv()?, msg);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ch.stats().spare_segments < 2 {
+            assert!(Instant::now() < deadline, "setup: no spares: {:?}", ch.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop((tx, rx));
+        ch.close()?;
+        drop(ch);
+        let dir = std::path::Path::new("/ch");
+        let ch = FileChannel::builder()
+            .segment_size(64 << 10)
+            .durability(crate::Durability::Flush)
+            .compression(crate::Compression::None)
+            .open_with(sim.clone(), dir)?;
+        assert_eq!(ch.stats().spare_segments, 0);
+        use crate::storage::Storage as _;
+        let left: Vec<String> = sim
+            .list(dir)?
+            .into_iter()
+            .filter(|n| crate::format::parse_spare_file_name(n))
+            .collect();
+        assert!(left.is_empty(), "spare files left: {left:?}");
+        // Spares of the right size stay.
+        ch.close()?;
+        drop(ch);
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        for _ in 0..40 {
+            tx.send(&msg)?;
+            assert_eq!(rx.recv()?, msg);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ch.stats().spare_segments < 2 {
+            assert!(Instant::now() < deadline, "setup: no spares: {:?}", ch.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop((tx, rx));
+        ch.close()?;
+        drop(ch);
+        assert_eq!(sim_channel(&sim)?.stats().spare_segments, 2);
+        Ok(())
     }
 
     /// A rotation whose reuse of a spare file fails before the rename (a

@@ -43,7 +43,7 @@ pub(crate) struct Active<S: Storage> {
 pub(crate) struct Recovered<S: Storage> {
     pub segments: BTreeMap<u64, SegMeta>,
     pub active: Active<S>,
-    pub spares: Vec<PathBuf>,
+    pub spares: Vec<(PathBuf, u64)>,
 }
 
 /// Recovers the channel in `dir` (already locked by the caller). Everything
@@ -232,7 +232,7 @@ pub(crate) fn recover<S: Storage>(
         }
     }
 
-    let spares = drop_spares_ahead(storage, dir, spares, kept.last().map_or(1, |&(id, _)| id))?;
+    let spares = usable_spares(storage, dir, config, spares, kept.last().map_or(1, |&(id, _)| id))?;
     let Some(&(id, meta)) = kept.last() else {
         let active = create_segment(storage, dir, config, &mut None, 1, 0, 0, 0, true)?;
         segments.insert(
@@ -278,8 +278,11 @@ pub(crate) fn recover<S: Storage>(
     })
 }
 
-/// Keeps the spares that cannot hold frames of a segment still to come:
-/// deletes those whose header names a segment past `newest`.
+/// The spares worth keeping, with their lengths: deletes those too small
+/// for a segment under the current settings (a reopen with a larger
+/// `segment_size`: never reused, they would hold the spare slots and their
+/// disk space for good), and those whose header names a segment past
+/// `newest`.
 ///
 /// Outside `Sync` mode a rotation renames a spare into place without a
 /// directory fsync, so a power loss can leave the file under its spare name
@@ -291,22 +294,34 @@ pub(crate) fn recover<S: Storage>(
 /// of its earlier ones, and its header is fsynced before any frame is
 /// written, so a header at or below `newest` rules that out. One that cannot
 /// be deleted is left out of the list, never reused.
-fn drop_spares_ahead<S: Storage>(storage: &S, dir: &Path, spares: Vec<PathBuf>, newest: u64) -> Result<Vec<PathBuf>, Error> {
+fn usable_spares<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    config: &Builder,
+    spares: Vec<PathBuf>,
+    newest: u64,
+) -> Result<Vec<(PathBuf, u64)>, Error> {
     let mut kept = Vec::with_capacity(spares.len());
     let mut removed = false;
     for path in spares {
+        let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
+        let len = file.len().map_err(|e| Error::io(&path, e))?;
         let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
-        let ahead = storage
-            .open(&path, false)
-            .and_then(|f| f.read_exact_at(&mut b, 0))
+        let ahead = file
+            .read_exact_at(&mut b, 0)
             .ok()
             .and_then(|()| SegmentHeader::from_bytes(&b).ok())
             .is_some_and(|h| h.id > newest);
-        if !ahead {
-            kept.push(path);
+        drop(file);
+        let why = if ahead {
+            "it holds frames of a segment not created yet (a rotation lost to a power loss)"
+        } else if len < config.segment_capacity(0) {
+            "it is smaller than a segment under the current settings"
+        } else {
+            kept.push((path, len));
             continue;
-        }
-        tracing::warn!(path = %path.display(), newest, "deleting a spare that holds frames of a segment not created yet (a rotation lost to a power loss)");
+        };
+        tracing::warn!(path = %path.display(), newest, reason = why, "deleting a spare segment file");
         match storage.remove(&path) {
             Ok(()) => removed = true,
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not delete it; it is not reused"),
