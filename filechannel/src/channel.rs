@@ -265,8 +265,8 @@ impl<S: Storage> FileChannel<S> {
         // seal is proof enough; after a crash (a power loss, maybe) recovery
         // scans their frames for holes.
         let clean = crate::catalog::last_close_was_clean(&storage, dir);
-        let recovered = recover(&storage, dir, &config, clean)?;
         let mut head = HeadFile::open(&storage, dir, sync)?;
+        let recovered = recover(&storage, dir, &config, clean, head.seq)?;
         let active = recovered.active;
         let next_seq = active.next_seq;
         // A head past the last message (a power loss kept the head file's

@@ -372,7 +372,10 @@ mod tests {
             "the compressor stopped after the panic: {:?}",
             ch.stats()
         );
-        assert!(!ch.shared().compressor.panic_next.load(Ordering::Acquire), "setup: no panic");
+        assert!(
+            !ch.shared().compressor.panic_next.load(Ordering::Acquire),
+            "setup: no panic"
+        );
         let mut rx = ch.rx();
         for _ in 0..400 {
             assert_eq!(rx.recv()?, msg);

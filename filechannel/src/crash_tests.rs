@@ -762,3 +762,59 @@ fn a_spare_holding_frames_of_a_future_segment_is_not_reused() -> Result<(), Box<
     assert_eq!(got.last(), Some(&big(1000)));
     Ok(())
 }
+
+/// A consumed segment whose removal failed (GC logs it and goes on) is left
+/// below a gap once later segments are retired. Every message in it is below
+/// the head, so the open deletes it; it used to refuse to open at all
+/// (`MissingSegment`, "restore it"), although nothing needed was missing.
+#[test]
+fn a_consumed_segment_left_below_a_gap_is_deleted_at_open() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = Path::new("/ch");
+    let open_small = |sim: SimStorage| {
+        FileChannel::builder()
+            .segment_size(4096)
+            .durability(Durability::Flush)
+            .compression(Compression::None)
+            .open_with(sim, dir)
+    };
+    let sim = SimStorage::new();
+    let ch = open_small(sim.clone())?;
+    let tx = ch.tx();
+    let mut rx = ch.rx();
+    for i in 0..12 {
+        tx.send(&payload(i, 2000))?;
+    }
+    let first = dir.join(crate::format::segment_file_name(1));
+    let leftover = sim
+        .peek()
+        .process_crash_image()
+        .remove(&first)
+        .ok_or("setup: no segment 1")?;
+    for i in 0..12 {
+        assert_eq!(rx.recv()?, payload(i, 2000));
+    }
+    drop((tx, rx));
+    ch.close()?;
+    drop(ch);
+    let mut image = sim.peek().process_crash_image();
+    assert!(!image.contains_key(&first), "setup: segment 1 was not retired");
+    assert!(
+        !image.contains_key(&dir.join(crate::format::segment_file_name(2))),
+        "setup: segment 2 was not retired"
+    );
+    image.insert(first.clone(), leftover);
+
+    let sim2 = SimStorage::from_image(dir, &image);
+    let ch = open_small(sim2.clone())?;
+    assert_eq!(ch.write_offset(), 12);
+    assert!(ch.rx().try_recv().is_err(), "everything was consumed");
+    use crate::storage::Storage as _;
+    let names = sim2.list(dir)?;
+    assert!(
+        !names.iter().any(|n| *n == crate::format::segment_file_name(1)),
+        "the leftover is still there: {names:?}"
+    );
+    ch.tx().send(b"more")?;
+    assert_eq!(ch.rx().recv()?, b"more");
+    Ok(())
+}

@@ -50,7 +50,10 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
-    /// A segment between the oldest and the newest is missing.
+    /// A segment between the oldest and the newest is missing, with
+    /// messages before it that receivers still need. (Segments before a gap
+    /// that every receiver has consumed, left behind by a failed removal,
+    /// are deleted by the open instead.)
     #[error(
         "segment {missing} is missing from {dir} (segments {before} and {after} exist); restore it, nothing was changed"
     )]

@@ -53,6 +53,7 @@ pub(crate) fn recover<S: Storage>(
     dir: &Path,
     config: &Builder,
     trust_seals: bool,
+    head_seq: u64,
 ) -> Result<Recovered<S>, Error> {
     let names = storage.list(dir).map_err(|e| Error::io(dir, e))?;
     let mut changed = false;
@@ -93,7 +94,8 @@ pub(crate) fn recover<S: Storage>(
     if changed {
         storage.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let ids: Vec<u64> = plain.union(&packed).copied().collect();
+    let mut ids: Vec<u64> = plain.union(&packed).copied().collect();
+    drop_consumed_below_gap(storage, dir, &packed, &mut ids, head_seq)?;
     let spares: Vec<PathBuf> = names
         .iter()
         .filter(|n| parse_spare_file_name(n))
@@ -276,6 +278,48 @@ pub(crate) fn recover<S: Storage>(
         },
         spares,
     })
+}
+
+/// Deletes the segments before the last gap in `ids` if every message in
+/// them is below the head (consumed by every receiver): files GC retired
+/// whose removal failed (logged then), which would otherwise stop every open
+/// with [`Error::MissingSegment`] although nothing needed is missing. A gap
+/// with anything needed below it is left for the caller to report.
+fn drop_consumed_below_gap<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    packed: &BTreeSet<u64>,
+    ids: &mut Vec<u64>,
+    head_seq: u64,
+) -> Result<(), Error> {
+    let Some(gap) = ids.windows(2).rposition(|p| p[1] != p[0] + 1) else {
+        return Ok(());
+    };
+    let after = ids[gap + 1];
+    let after_base = if packed.contains(&after) {
+        read_packed_header(storage, &dir.join(compressed_file_name(after)), after)?
+            .0
+            .base_seq
+    } else {
+        let path = dir.join(segment_file_name(after));
+        let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
+        read_header(&file, &path, after)?.base_seq
+    };
+    if head_seq < after_base {
+        return Ok(());
+    }
+    for id in ids.drain(..=gap) {
+        for path in [dir.join(segment_file_name(id)), dir.join(compressed_file_name(id))] {
+            match storage.remove(&path) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), head = head_seq, "deleting a consumed segment left behind a gap (its earlier removal failed)");
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// The spares worth keeping, with their lengths: deletes those too small
