@@ -1025,6 +1025,61 @@ mod tests {
         Ok(())
     }
 
+    /// A spare that somebody maps when a rotation would reuse it (a receiver
+    /// of an earlier, closed channel on this directory that opened it by its
+    /// segment name just before GC renamed it) is not rewritten: the
+    /// rotation makes a new file.
+    #[test]
+    fn a_spare_mapped_by_someone_is_not_reused() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::{OpKind, SimStorage};
+        use crate::storage::{Storage as _, StorageFile as _, StorageMap as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        let msg = [7u8; 2000];
+        for _ in 0..6 {
+            tx.send(&msg)?;
+            assert_eq!(rx.recv()?, msg);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ch.stats().spare_segments < 2 {
+            assert!(Instant::now() < deadline, "setup: no spares: {:?}", ch.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let dir = std::path::Path::new("/ch");
+        let spares: Vec<std::path::PathBuf> = sim
+            .list(dir)?
+            .into_iter()
+            .filter(|n| crate::format::parse_spare_file_name(n))
+            .map(|n| dir.join(n))
+            .collect();
+        let mut held = Vec::new();
+        for path in &spares {
+            let f = sim.open(path, false)?;
+            let map = f.map(f.len()?, false)?;
+            // SAFETY: the map lives in `held` until the end of the test.
+            let before = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) }.to_vec();
+            held.push((map, before));
+        }
+        let logged = sim.log().len();
+        for _ in 0..4 {
+            tx.send(&msg)?;
+            assert_eq!(rx.recv()?, msg);
+        }
+        let reused = sim.log()[logged..]
+            .iter()
+            .any(|(_, op)| matches!(op, OpKind::Rename(from, _) if spares.contains(from)));
+        assert!(!reused, "a mapped spare was renamed into a segment");
+        for (map, before) in &held {
+            // SAFETY: as above.
+            let now = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+            assert!(now == &before[..], "a mapped spare was rewritten");
+        }
+        ch.close()?;
+        Ok(())
+    }
+
     /// A rotation whose reuse of a spare file fails before the rename (a
     /// full disk) leaves the spare a spare: counted, and reused by the next
     /// rotation. It used to drop out of the list until the next open, its

@@ -637,6 +637,16 @@ pub(crate) fn create_segment<S: Storage>(
     let path = dir.join(segment_file_name(id));
     let header = SegmentHeader { id, base_seq, base_pos }.to_bytes();
     let io = |e| Error::io(&path, e);
+    if let Some(from) = spare.take_if(|from| storage.is_mapped(from)) {
+        // GC checks this before keeping a file as a spare, but a receiver of
+        // an earlier, closed channel on this directory (which this one's
+        // catalog does not know) may have opened the file by its segment
+        // name just before and mapped it since: what someone maps is never
+        // rewritten. A new file is made instead.
+        if let Err(e) = storage.remove(&from) {
+            tracing::warn!(path = %from.display(), error = %e, "could not delete a spare segment file that is still mapped");
+        }
+    }
     let file = match spare.as_deref() {
         Some(from) => {
             // Header first, then the rename: `segment.N` never exists without
