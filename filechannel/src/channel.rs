@@ -968,26 +968,44 @@ mod tests {
             .open_with(sim.clone(), std::path::Path::new("/ch"))
     }
 
+    /// Fills a 4 KiB segment: every send of it rotates.
+    const FILLER: [u8; 2000] = [7; 2000];
+
+    /// Sends and receives `n` [`FILLER`]s, then waits (GC is the flusher's)
+    /// until `until` holds of the channel's stats.
+    fn rotate_through(
+        ch: &FileChannel<crate::storage::sim::SimStorage>,
+        rx: &mut crate::Receiver<crate::storage::sim::SimStorage>,
+        n: usize,
+        until: impl Fn(&crate::Stats) -> bool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let tx = ch.tx();
+        for _ in 0..n {
+            tx.send(&FILLER)?;
+            assert_eq!(rx.recv()?, FILLER);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !until(&ch.stats()) {
+            assert!(
+                Instant::now() < deadline,
+                "setup: GC did not get there: {:?}",
+                ch.stats()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// Spares too small for a segment under the current settings (a reopen
     /// with a larger `segment_size`) are deleted at the open: never reused,
     /// they held both spare slots, and their disk space, for good.
     #[test]
     fn a_reopen_with_larger_segments_deletes_spares_too_small() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::Storage as _;
         use crate::storage::sim::SimStorage;
         let sim = SimStorage::new();
         let ch = sim_channel(&sim)?;
-        let (tx, mut rx) = (ch.tx(), ch.rx());
-        let msg = [7u8; 2000];
-        for _ in 0..6 {
-            tx.send(&msg)?;
-            assert_eq!(rx.recv()?, msg);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ch.stats().spare_segments < 2 {
-            assert!(Instant::now() < deadline, "setup: no spares: {:?}", ch.stats());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        drop((tx, rx));
+        rotate_through(&ch, &mut ch.rx(), 6, |s| s.spare_segments >= 2)?;
         ch.close()?;
         drop(ch);
         let dir = std::path::Path::new("/ch");
@@ -997,7 +1015,6 @@ mod tests {
             .compression(crate::Compression::None)
             .open_with(sim.clone(), dir)?;
         assert_eq!(ch.stats().spare_segments, 0);
-        use crate::storage::Storage as _;
         let left: Vec<String> = sim
             .list(dir)?
             .into_iter()
@@ -1008,17 +1025,7 @@ mod tests {
         ch.close()?;
         drop(ch);
         let ch = sim_channel(&sim)?;
-        let (tx, mut rx) = (ch.tx(), ch.rx());
-        for _ in 0..40 {
-            tx.send(&msg)?;
-            assert_eq!(rx.recv()?, msg);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ch.stats().spare_segments < 2 {
-            assert!(Instant::now() < deadline, "setup: no spares: {:?}", ch.stats());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        drop((tx, rx));
+        rotate_through(&ch, &mut ch.rx(), 40, |s| s.spare_segments >= 2)?;
         ch.close()?;
         drop(ch);
         assert_eq!(sim_channel(&sim)?.stats().spare_segments, 2);
@@ -1035,17 +1042,8 @@ mod tests {
         use crate::storage::{Storage as _, StorageFile as _, StorageMap as _};
         let sim = SimStorage::new();
         let ch = sim_channel(&sim)?;
-        let (tx, mut rx) = (ch.tx(), ch.rx());
-        let msg = [7u8; 2000];
-        for _ in 0..6 {
-            tx.send(&msg)?;
-            assert_eq!(rx.recv()?, msg);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ch.stats().spare_segments < 2 {
-            assert!(Instant::now() < deadline, "setup: no spares: {:?}", ch.stats());
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut rx = ch.rx();
+        rotate_through(&ch, &mut rx, 6, |s| s.spare_segments >= 2)?;
         std::thread::sleep(Duration::from_millis(20));
         let dir = std::path::Path::new("/ch");
         let spares: Vec<std::path::PathBuf> = sim
@@ -1063,10 +1061,7 @@ mod tests {
             held.push((map, before));
         }
         let logged = sim.log().len();
-        for _ in 0..4 {
-            tx.send(&msg)?;
-            assert_eq!(rx.recv()?, msg);
-        }
+        rotate_through(&ch, &mut rx, 4, |_| true)?;
         let reused = sim.log()[logged..]
             .iter()
             .any(|(_, op)| matches!(op, OpKind::Rename(from, _) if spares.contains(from)));
@@ -1091,23 +1086,10 @@ mod tests {
         let sim = SimStorage::new();
         let ch = sim_channel(&sim)?;
         let (tx, mut rx) = (ch.tx(), ch.rx());
-        // One 2,000-byte message fills a 4 KiB segment: every send rotates.
-        let msg = [7u8; 2000];
-        for _ in 0..4 {
-            tx.send(&msg)?;
-            assert_eq!(rx.recv()?, msg);
-        }
+        let msg = FILLER;
         // Every consumed segment retired (no storage work left behind) and
         // one of them kept as a spare.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ch.stats().segments > 1 || ch.stats().spare_segments == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "consumed segments not retired: {:?}",
-                ch.stats()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        rotate_through(&ch, &mut rx, 4, |s| s.segments <= 1 && s.spare_segments > 0)?;
         std::thread::sleep(Duration::from_millis(20));
         let spares = ch.stats().spare_segments;
         sim.fail(FailPlan {

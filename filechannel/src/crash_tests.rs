@@ -461,12 +461,17 @@ fn failing_each_storage_operation_returns_errors_and_keeps_the_channel_readable(
     );
 }
 
-/// GC stops at a directory fsync that fails after a retirement, and retires
-/// nothing more until a retried one succeeds (deterministic: the plan fails
-/// the first directory fsync after it is set, which is the retirement's).
-#[test]
-fn gc_waits_for_the_directory_fsync_after_a_retirement() {
-    let dir = Path::new("/sim/gc");
+/// A channel of 4 KiB segments in `dir` whose acking receiver has read
+/// (not acked) 40 messages of 1,000 bytes, with the next directory fsync
+/// set to fail once.
+fn read_then_fail_a_dir_sync(
+    dir: &Path,
+) -> (
+    SimStorage,
+    FileChannel<SimStorage>,
+    crate::Sender<SimStorage>,
+    crate::AckReceiver<SimStorage>,
+) {
     let sim = SimStorage::new();
     let ch = FileChannel::builder()
         .segment_size(4096)
@@ -488,6 +493,15 @@ fn gc_waits_for_the_directory_fsync_after_a_retirement() {
         kind: std::io::ErrorKind::Other,
         only_dir_syncs: true,
     });
+    (sim, ch, tx, rx)
+}
+
+/// GC stops at a directory fsync that fails after a retirement, and retires
+/// nothing more until a retried one succeeds (deterministic: the plan fails
+/// the first directory fsync after it is set, which is the retirement's).
+#[test]
+fn gc_waits_for_the_directory_fsync_after_a_retirement() {
+    let (sim, _ch, tx, mut rx) = read_then_fail_a_dir_sync(Path::new("/sim/gc"));
     let retired = |sim: &SimStorage| {
         sim.log()
             .iter()
@@ -516,28 +530,7 @@ fn gc_waits_for_the_directory_fsync_after_a_retirement() {
 /// as the old segment holding the new one's header, which the open refuses.
 #[test]
 fn no_spare_is_reused_before_its_rename_is_synced() {
-    let dir = Path::new("/sim/spare");
-    let sim = SimStorage::new();
-    let ch = FileChannel::builder()
-        .segment_size(4096)
-        .durability(Durability::Flush)
-        .compression(Compression::None)
-        .open_with(sim.clone(), dir)
-        .expect("open");
-    let tx = ch.tx();
-    let mut rx = ch.rx_ack();
-    for seq in 0..40 {
-        tx.send(&payload(seq, 1000)).expect("send");
-    }
-    for _ in 0..40 {
-        rx.try_recv().expect("a message");
-    }
-    sim.fail(crate::storage::sim::FailPlan {
-        from_op: 1,
-        once: true,
-        kind: std::io::ErrorKind::Other,
-        only_dir_syncs: true,
-    });
+    let (sim, _ch, tx, mut rx) = read_then_fail_a_dir_sync(Path::new("/sim/spare"));
     rx.ack(40).expect("ack");
     let is_spare = |p: &Path| {
         p.file_name()
