@@ -543,6 +543,10 @@ impl<S: Storage> Shared<S> {
             cat.closed = true;
         }
         self.notify.notify_all();
+        // A typed handle's registry check that started before `closing` may
+        // still be writing the registry file: not past the directory lock.
+        // (Later ones see `closing` under this lock and do nothing.)
+        drop(self.registry.lock().unwrap_or_else(PoisonError::into_inner));
         drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
         match (synced, self.poison.get()) {
             (Err(SendError::Io { path, source }), _) => Err(Error::Io {
@@ -875,6 +879,10 @@ impl<S: Storage> Sender<S> {
     /// Whether [`FileChannel::close`] was called (or every handle dropped).
     pub fn is_closed(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<S> {
+        &self.shared
     }
 }
 

@@ -186,13 +186,16 @@ pub fn typed_decode(data: &[u8]) {
     }
     let sim = SimStorage::new();
     let Ok(ch) = open(&sim) else { return };
-    let mut rxs = (
+    let (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) = (
         TypedRx::<FuzzValue, Postcard, _>::new(ch.rx()),
         TypedRx::<FuzzValue, Bincode, _>::new(ch.rx()),
         TypedRx::<FuzzValue, Json, _>::new(ch.rx()),
         TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
         TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
-    );
+    ) else {
+        return;
+    };
+    let mut rxs = (a, b, c, d, e);
     let tx = ch.tx();
     let mut sent = 0u64;
     let mut rest = data;

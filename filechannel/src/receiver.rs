@@ -179,6 +179,10 @@ impl<S: Storage> Receiver<S> {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Shared<S> {
+        &self.shared
+    }
+
     /// Sequence number of the next message this receiver will return (the
     /// number of messages before it in the channel's history).
     pub fn read_offset(&self) -> u64 {

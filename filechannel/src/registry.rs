@@ -102,6 +102,10 @@ pub(crate) struct Key {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     entries: BTreeMap<(u64, u32), RegisteredSchema>,
+    /// The file holds `entries` but its rename may not be durable (the
+    /// directory fsync after it failed): the next sender's check writes it
+    /// again before it reports success.
+    unsynced: bool,
 }
 
 /// No tab or newline inside a field of the file.
@@ -152,12 +156,18 @@ impl Registry {
                     shape: shape.to_string(),
                 })
             })();
-            let Some(e) = parsed else {
+            // A (name, version) twice: the file was not written by us
+            // (every rewrite renders the map), and which line is right
+            // cannot be told.
+            let Some(e) = parsed.filter(|e| !entries.contains_key(&(e.name_hash, e.version))) else {
                 return Err(SchemaError::Corrupt { path, line: i + 1 });
             };
             entries.insert((e.name_hash, e.version), e);
         }
-        Ok(Registry { entries })
+        Ok(Registry {
+            entries,
+            unsynced: false,
+        })
     }
 
     fn render(&self) -> String {
@@ -175,8 +185,9 @@ impl Registry {
         out
     }
 
-    /// Writes the registry: temporary file, fsync, rename, directory fsync.
-    fn save<S: Storage>(&self, storage: &S, dir: &Path) -> Result<(), SchemaError> {
+    /// Writes the registry in place of the file: temporary file, fsync,
+    /// rename (the caller fsyncs the directory).
+    fn replace<S: Storage>(&self, storage: &S, dir: &Path) -> Result<(), SchemaError> {
         let tmp = dir.join(REGISTRY_TMP);
         remove_if_present(storage, &tmp)?;
         let file = storage.create_new(&tmp).map_err(|e| SchemaError::io(&tmp, e))?;
@@ -185,8 +196,7 @@ impl Registry {
             .map_err(|e| SchemaError::io(&tmp, e))?;
         drop(file);
         let path = dir.join(REGISTRY_FILE);
-        storage.rename(&tmp, &path).map_err(|e| SchemaError::io(&path, e))?;
-        storage.sync_dir(dir).map_err(|e| SchemaError::io(dir, e))
+        storage.rename(&tmp, &path).map_err(|e| SchemaError::io(&path, e))
     }
 }
 
@@ -199,12 +209,19 @@ fn remove_if_present<S: Storage>(storage: &S, path: &Path) -> Result<bool, Schem
     }
 }
 
-/// Runs `f` on the registry, loading it on first use.
+/// Runs `f` on the registry, loading it on first use. `Closed` once the
+/// channel is closing: `close` takes this lock after marking the channel
+/// closing and before it lets the directory lock go, so no registry I/O
+/// runs without the directory lock (another owner's registry file could be
+/// overwritten with ours, or its temporary file removed).
 fn with_registry<S: Storage, R>(
     shared: &Shared<S>,
     f: impl FnOnce(&mut Registry) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let mut guard = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
+    if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Error::Closed);
+    }
     let reg = match &mut *guard {
         Some(r) => r,
         None => guard.insert(Registry::load(&shared.storage, &shared.dir)?),
@@ -212,38 +229,62 @@ fn with_registry<S: Storage, R>(
     f(reg)
 }
 
-/// Checks `schema` for `key`; registers it if it is new and `register`.
-pub(crate) fn check<S: Storage>(shared: &Shared<S>, key: Key, schema: Schema, register: bool) -> Result<(), Error> {
-    with_registry(shared, |reg| match reg.entries.get(&(key.name_hash, key.version)) {
-        Some(e) if e.fingerprint == schema.fingerprint => Ok(()),
-        Some(e) => Err(SchemaError::Changed {
-            name: key.name,
-            version: key.version,
-            registered: e.fingerprint,
-            registered_shape: e.shape.clone(),
-            found: schema.fingerprint,
-            shape: schema.shape,
-        }
-        .into()),
-        None if !register => Ok(()),
-        None => {
+/// Checks every part of a type's schema; if `register`, records the parts
+/// seen for the first time, all in one rewrite: all of them or none (a part
+/// that does not match leaves the others unrecorded too).
+pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], register: bool) -> Result<(), Error> {
+    with_registry(shared, |reg| {
+        let mut new: BTreeMap<(u64, u32), RegisteredSchema> = BTreeMap::new();
+        for (key, schema) in parts {
             let k = (key.name_hash, key.version);
-            reg.entries.insert(
-                k,
-                RegisteredSchema {
-                    name: key.name.to_string(),
-                    name_hash: key.name_hash,
-                    version: key.version,
-                    fingerprint: schema.fingerprint,
-                    shape: schema.shape.to_string(),
-                },
-            );
-            if let Err(e) = reg.save(&shared.storage, &shared.dir) {
-                reg.entries.remove(&k);
-                return Err(e.into());
+            match reg.entries.get(&k).or_else(|| new.get(&k)) {
+                Some(e) if e.fingerprint == schema.fingerprint => {}
+                Some(e) => {
+                    return Err(SchemaError::Changed {
+                        name: key.name,
+                        version: key.version,
+                        registered: e.fingerprint,
+                        registered_shape: e.shape.clone(),
+                        found: schema.fingerprint,
+                        shape: schema.shape,
+                    }
+                    .into());
+                }
+                None => {
+                    new.insert(
+                        k,
+                        RegisteredSchema {
+                            name: key.name.to_string(),
+                            name_hash: key.name_hash,
+                            version: key.version,
+                            fingerprint: schema.fingerprint,
+                            shape: schema.shape.to_string(),
+                        },
+                    );
+                }
             }
-            Ok(())
         }
+        if !register || (new.is_empty() && !reg.unsynced) {
+            return Ok(());
+        }
+        let added: Vec<(u64, u32)> = new.keys().copied().collect();
+        reg.entries.extend(new);
+        if let Err(e) = reg.replace(&shared.storage, &shared.dir) {
+            for k in added {
+                reg.entries.remove(&k);
+            }
+            return Err(e.into());
+        }
+        // Renamed: the file holds the new entries, so memory keeps them. Not
+        // durable until a directory fsync succeeds: until then each sender's
+        // check writes the file again.
+        reg.unsynced = true;
+        shared
+            .storage
+            .sync_dir(&shared.dir)
+            .map_err(|e| SchemaError::io(&shared.dir, e))?;
+        reg.unsynced = false;
+        Ok(())
     })
 }
 
@@ -339,6 +380,104 @@ mod tests {
         }
         assert!(images >= 16, "{images} images");
         images
+    }
+
+    /// `TypedTx::new` and `TypedRx::new` check the registry as `typed_tx`
+    /// and `typed_rx` do: wrapping a byte sender by hand was a way around
+    /// the check.
+    #[test]
+    fn the_typed_constructors_check_the_registry() {
+        let ch = open(SimStorage::new());
+        crate::TypedTx::<A, Nothing, _>::new(ch.tx()).unwrap();
+        assert!(changed(crate::TypedTx::<AChanged, Nothing, _>::new(ch.tx())));
+        assert!(changed(crate::TypedRx::<AChanged, Nothing, _>::new(ch.rx())));
+        assert!(changed(crate::TypedRx::<AChanged, Nothing, _>::new(ch.rx_ack())));
+        assert_eq!(ch.schemas().unwrap().len(), 1);
+    }
+
+    /// A composite whose parts do not all match records none of them: the
+    /// new part of a refused type must not be pinned by a sender that never
+    /// sent anything.
+    #[test]
+    fn a_refused_composite_records_none_of_its_parts() {
+        let ch = open(SimStorage::new());
+        ch.typed_tx::<A, Nothing>().unwrap();
+        assert!(changed(ch.typed_tx::<(B, AChanged), Nothing>()));
+        assert_eq!(ch.schemas().unwrap().len(), 1, "B was recorded");
+        ch.typed_tx::<BChanged, Nothing>().unwrap();
+        // New parts of an accepted composite are all recorded, in one write.
+        let sim = SimStorage::new();
+        let ch = open(sim.clone());
+        let before = sim.log().len();
+        ch.typed_tx::<(A, B), Nothing>().unwrap();
+        let renames = sim.log()[before..]
+            .iter()
+            .filter(|(_, op)| matches!(op, crate::storage::sim::OpKind::Rename(..)))
+            .count();
+        assert_eq!(renames, 1);
+        assert_eq!(ch.schemas().unwrap().len(), 2);
+    }
+
+    /// A directory fsync that fails after the registry's rename leaves the
+    /// new entry in the file: memory keeps it too (it used to drop it, so
+    /// a changed type was then accepted over it), and the next sender's
+    /// check writes the file again before it succeeds.
+    #[test]
+    fn an_entry_renamed_into_place_stays_when_the_directory_fsync_fails() {
+        use crate::storage::sim::{FailPlan, OpKind};
+        let sim = SimStorage::new();
+        let ch = open(sim.clone());
+        sim.fail(FailPlan {
+            from_op: 1,
+            once: true,
+            kind: std::io::ErrorKind::Other,
+            only_dir_syncs: true,
+        });
+        assert!(matches!(
+            ch.typed_tx::<A, Nothing>(),
+            Err(crate::Error::Schema(SchemaError::Io { .. }))
+        ));
+        assert!(changed(ch.typed_tx::<AChanged, Nothing>()));
+        let before = sim.log().len();
+        ch.typed_tx::<A, Nothing>().unwrap();
+        let log = &sim.log()[before..];
+        assert!(
+            log.iter().any(|(_, op)| matches!(op, OpKind::Rename(..))),
+            "not written again"
+        );
+        assert!(
+            log.iter().any(|(_, op)| matches!(op, OpKind::SyncDir(..))),
+            "not synced"
+        );
+        // Synced now: no more rewrites.
+        let before = sim.log().len();
+        ch.typed_tx::<A, Nothing>().unwrap();
+        assert!(
+            !sim.log()[before..]
+                .iter()
+                .any(|(_, op)| matches!(op, OpKind::Rename(..)))
+        );
+    }
+
+    /// The same (name, version) on two lines is a corrupt registry (every
+    /// write renders one line per entry), not "the last one wins".
+    #[test]
+    fn a_registry_with_a_duplicate_entry_is_corrupt() {
+        let sim = SimStorage::new();
+        let ch = open(sim.clone());
+        ch.typed_tx::<A, Nothing>().unwrap();
+        ch.close().unwrap();
+        drop(ch);
+        let path = Path::new("/reg").join(super::REGISTRY_FILE);
+        let mut image = sim.peek().process_crash_image();
+        let text = String::from_utf8(image[&path].clone()).unwrap();
+        let entry = text.lines().nth(1).unwrap().to_string();
+        image.insert(path, format!("{text}{entry}\n").into_bytes());
+        let ch = open(SimStorage::from_image(Path::new("/reg"), &image));
+        assert!(matches!(
+            ch.typed_tx::<B, Nothing>(),
+            Err(crate::Error::Schema(SchemaError::Corrupt { line: 3, .. }))
+        ));
     }
 
     #[test]

@@ -444,12 +444,18 @@ pub struct TypedTx<T: ?Sized, C, S: Storage = Fs> {
 }
 
 impl<T: Message + ?Sized, C: Codec, S: Storage> TypedTx<T, C, S> {
-    /// Wraps a byte sender.
-    pub fn new(tx: Sender<S>) -> Self {
-        TypedTx {
+    /// Wraps a byte sender, as [`FileChannel::typed_tx`] does: `T`'s shape
+    /// is checked against the channel's schema registry, and recorded there
+    /// if its (name, version) is new.
+    ///
+    /// # Errors
+    /// As [`FileChannel::typed_tx`].
+    pub fn new(tx: Sender<S>) -> Result<Self, Error> {
+        check_schema::<T, S>(tx.shared(), true)?;
+        Ok(TypedTx {
             tx,
             _marker: PhantomData,
-        }
+        })
     }
 
     /// Encodes `value` with `C` and sends it as one typed message. The
@@ -589,16 +595,22 @@ enum Verdict {
 }
 
 impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
-    /// Wraps a byte receiver.
-    pub fn new(rx: R) -> Self {
-        TypedRx {
+    /// Wraps a byte receiver (a [`Receiver`] or an [`AckReceiver`]), as
+    /// [`FileChannel::typed_rx`] does: `T`'s shape is checked against the
+    /// channel's schema registry if its (name, version) is recorded there.
+    ///
+    /// # Errors
+    /// As [`FileChannel::typed_rx`].
+    pub fn new(rx: R) -> Result<Self, Error> {
+        check_schema::<T, R::Storage>(rx.receiver_ref().shared(), false)?;
+        Ok(TypedRx {
             rx,
             unknown: UnknownVersion::Error,
             skipped: 0,
             #[cfg(feature = "rkyv")]
             migrated: Default::default(),
             _marker: PhantomData,
-        }
+        })
     }
 
     /// Sets what happens to messages written by a newer version of `T`
@@ -864,28 +876,28 @@ impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
     }
 }
 
-impl<S: Storage> FileChannel<S> {
-    /// Checks `T`'s shape against the schema registry; a sender registers a
-    /// (name, version) seen for the first time.
-    fn check_schema<T: Message + ?Sized>(&self, register: bool) -> Result<(), Error> {
-        let mut checked = Ok(());
-        T::for_each_schema(&mut |part| {
-            if checked.is_ok() {
-                checked = crate::registry::check(
-                    self.shared(),
-                    crate::registry::Key {
-                        name: part.name,
-                        name_hash: part.name_hash,
-                        version: part.version,
-                    },
-                    part.schema,
-                    register,
-                );
-            }
-        });
-        checked
-    }
+/// Checks `T`'s shape against the channel's schema registry (every part of
+/// it: a composite holds derived types); a sender (`register`) records a
+/// (name, version) seen for the first time. `Closed` once the channel is.
+fn check_schema<T: Message + ?Sized, S: Storage>(
+    shared: &crate::channel::Shared<S>,
+    register: bool,
+) -> Result<(), Error> {
+    let mut parts = Vec::new();
+    T::for_each_schema(&mut |part| {
+        parts.push((
+            crate::registry::Key {
+                name: part.name,
+                name_hash: part.name_hash,
+                version: part.version,
+            },
+            part.schema,
+        ));
+    });
+    crate::registry::check(shared, &parts, register)
+}
 
+impl<S: Storage> FileChannel<S> {
     /// The message types registered in this channel's schema registry
     /// (the file `schema.registry` in its directory, readable as text):
     /// name, version, shape fingerprint and a description of the shape.
@@ -896,10 +908,6 @@ impl<S: Storage> FileChannel<S> {
         crate::registry::list(self.shared())
     }
 
-    fn ensure_open(&self) -> Result<(), Error> {
-        if self.is_closed() { Err(Error::Closed) } else { Ok(()) }
-    }
-
     /// A typed sender of `T` values encoded with `C`.
     ///
     /// # Errors
@@ -908,9 +916,7 @@ impl<S: Storage> FileChannel<S> {
     /// version in this directory (`Changed`), or the record cannot be read
     /// (`Corrupt`, `Io`).
     pub fn typed_tx<T: Message, C: Codec>(&self) -> Result<TypedTx<T, C, S>, Error> {
-        self.ensure_open()?;
-        self.check_schema::<T>(true)?;
-        Ok(TypedTx::new(self.tx()))
+        TypedTx::new(self.tx())
     }
 
     /// A typed receiver of `T` values decoded with `C`, starting where
@@ -922,9 +928,7 @@ impl<S: Storage> FileChannel<S> {
     /// version in this directory (`Changed`), or the record cannot be read
     /// (`Corrupt`, `Io`).
     pub fn typed_rx<T: Message, C: Codec>(&self) -> Result<TypedRx<T, C, Receiver<S>>, Error> {
-        self.ensure_open()?;
-        self.check_schema::<T>(false)?;
-        Ok(TypedRx::new(self.rx()))
+        TypedRx::new(self.rx())
     }
 
     /// A typed acknowledging receiver, starting where
@@ -936,9 +940,7 @@ impl<S: Storage> FileChannel<S> {
     /// version in this directory (`Changed`), or the record cannot be read
     /// (`Corrupt`, `Io`).
     pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
-        self.ensure_open()?;
-        self.check_schema::<T>(false)?;
-        Ok(TypedRx::new(self.rx_ack()))
+        TypedRx::new(self.rx_ack())
     }
 }
 
