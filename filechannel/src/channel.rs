@@ -653,6 +653,9 @@ fn start_flusher<S: Storage>(shared: &Arc<Shared<S>>) -> Result<(), Error> {
 /// last time.
 fn wake_receivers<S: Storage>(sh: &Shared<S>, notified_seq: &mut u64) {
     let seq = sh.published_seq.load(Ordering::Acquire);
+    // Pairs with the waiter's fence (`Notifier::wait_while`): either we see
+    // it registered or it sees what was published.
+    crate::sync::fence(Ordering::SeqCst);
     if seq != *notified_seq && sh.notify.has_waiters() {
         sh.notify.notify_all();
         *notified_seq = seq;
@@ -807,10 +810,23 @@ impl<S: Storage> Sender<S> {
     pub(crate) fn send_frame(&self, msg: &[u8], flags: u8) -> Result<(), SendError> {
         let sh = &*self.shared;
         let seq = sh.append(msg, flags)?;
+        let durability = sh.config.durability;
         if sh.flusher.idle.load(Ordering::Relaxed) {
             sh.arm_flusher();
+        } else if durability == Durability::Buffered && sh.notify.may_have_waiters() {
+            // A sleeping receiver gets this message now, not at the busy
+            // flusher's next round (a whole `flush_interval` away): a large
+            // message published itself, a small one waits for the flusher
+            // to finish it. Best effort (no fence): a receiver that falls
+            // asleep at this very moment is left to that round, within
+            // `flush_interval` as documented.
+            if crate::writer::defers(durability, msg.len()) {
+                sh.unpark_flusher();
+            } else {
+                sh.notify.notify_all();
+            }
         }
-        match sh.config.durability {
+        match durability {
             Durability::Buffered => Ok(()),
             Durability::Flush => {
                 sh.notify.notify_if_waiting();

@@ -42,6 +42,14 @@ impl Notifier {
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
+    /// Whether a receiver may be sleeping, without a fence: a waiter that
+    /// registers at this very moment can be missed, so it is only for
+    /// waking early where something else wakes it later anyway.
+    #[inline]
+    pub(crate) fn may_have_waiters(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) > 0
+    }
+
     /// Wakes every sleeping receiver.
     pub(crate) fn notify_all(&self) {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);

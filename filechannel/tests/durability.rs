@@ -289,6 +289,46 @@ fn blocked_recv_wakes_for_a_small_buffered_send_with_a_long_flush_interval() {
     ch.close().unwrap();
 }
 
+/// Once the flusher has had work, it parks a whole `flush_interval` between
+/// rounds, and a send did not wake it: a receiver that fell asleep after
+/// that got neither a large message (published by the sender itself, with
+/// nobody notified) nor a small one (left for the flusher) before the
+/// interval ran out.
+#[test]
+fn blocked_recv_wakes_for_sends_while_the_flusher_is_parked_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::builder()
+        .flush_interval(Duration::from_secs(3600))
+        .open(dir.path())
+        .unwrap();
+    let mut rx = ch.rx();
+    let tx = ch.tx();
+    for (i, msg) in [vec![1u8; 8], vec![2u8; 1000], vec![3u8; 8], vec![4u8; 1000]]
+        .into_iter()
+        .enumerate()
+    {
+        let (got, waited) = std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let t = Instant::now();
+                let m = rx.recv_timeout(Duration::from_secs(10));
+                (m, t.elapsed())
+            });
+            // The receiver falls asleep; the flusher, which had work in the
+            // previous round, is parked for the interval.
+            std::thread::sleep(Duration::from_millis(300));
+            tx.send(&msg).unwrap();
+            waiter.join().unwrap()
+        });
+        assert_eq!(got.unwrap(), msg, "message {i}");
+        assert!(
+            waited < Duration::from_secs(3),
+            "message {i} ({} B) woke it only after {waited:?}",
+            msg.len()
+        );
+    }
+    ch.close().unwrap();
+}
+
 #[test]
 fn huge_timeouts_and_deadlines_neither_panic_nor_time_out_early() {
     let dir = tempfile::tempdir().unwrap();
