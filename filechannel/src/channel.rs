@@ -737,11 +737,12 @@ fn flusher_loop<S: Storage>(shared: std::sync::Weak<Shared<S>>, interval: Durati
         // after its `flush_interval`.
         let unfinished = buffered && written > sh.published_seq.load(Ordering::Acquire);
         // Waiting receivers do not keep it busy: a busy flusher parks a
-        // whole `flush_interval`, which no send cuts short, so a receiver
-        // blocked in `recv` waited that long for a small `Buffered` send
-        // (for ever with `Duration::MAX`), and an idle channel with a
-        // blocked receiver woke the flusher every interval. Idle, it is
-        // woken by the next send.
+        // whole `flush_interval`, so a receiver blocked in `recv` waited
+        // that long for a small `Buffered` send (for ever with
+        // `Duration::MAX`), and an idle channel with a blocked receiver
+        // woke the flusher every interval. Idle, it is woken by the next
+        // send; parked busy, by a send that sees sleeping receivers
+        // (`Sender::send_frame`).
         let busy = behind || unfinished || written != last_seq;
         last_seq = written;
         if !busy {
