@@ -16,7 +16,7 @@
 //!
 //! | codec | feature | wire format |
 //! | --- | --- | --- |
-//! | [`Postcard`] | `postcard` | postcard 1.x (stable, documented format); the default |
+//! | [`Postcard`] | `postcard` | postcard 1.x (stable, documented format); `filechannel`'s default |
 //! | [`Bincode`] | `bincode` | bincode 2.x, standard config (varint) |
 //! | [`Json`] | `json` | JSON, one value per message |
 //! | [`Rkyv`] | `rkyv` | rkyv 0.8 archive, validated with bytecheck on read |
@@ -90,7 +90,8 @@ pub trait Encode<T: ?Sized>: Codec {
 
 /// Decodes `T` values.
 pub trait Decode<T>: Codec {
-    /// Rebuilds a value from exactly `bytes` (trailing bytes are an error).
+    /// Rebuilds a value from exactly `bytes` (trailing bytes are an error;
+    /// JSON allows trailing whitespace).
     ///
     /// # Errors
     /// [`CodecError::Decode`] when the bytes are not a valid `T`.
