@@ -903,7 +903,9 @@ impl<S: Storage> FileChannel<S> {
     /// name, version, shape fingerprint and a description of the shape.
     ///
     /// # Errors
-    /// [`Error::Schema`] if the registry cannot be read.
+    /// [`Error::Closed`] once the channel is closed (the directory is no
+    /// longer this channel's to read); [`Error::Schema`] if the registry
+    /// cannot be read.
     pub fn schemas(&self) -> Result<Vec<crate::registry::RegisteredSchema>, Error> {
         crate::registry::list(self.shared())
     }
