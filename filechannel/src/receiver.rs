@@ -117,6 +117,13 @@ pub(crate) struct Ready {
     typed: bool,
 }
 
+impl Ready {
+    /// The message's sequence number.
+    pub(crate) fn seq(self) -> u64 {
+        self.seq
+    }
+}
+
 impl<S: Storage> Receiver<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, acking: bool) -> Self {
         let (cursor, seg_id, head) = {

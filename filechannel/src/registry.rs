@@ -231,8 +231,9 @@ fn with_registry<S: Storage, R>(
 
 /// Checks every part of a type's schema; if `register`, records the parts
 /// seen for the first time, all in one rewrite: all of them or none (a part
-/// that does not match leaves the others unrecorded too).
-pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], register: bool) -> Result<(), Error> {
+/// that does not match leaves the others unrecorded too). Returns whether
+/// every part is recorded now (always, after a registering check).
+pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], register: bool) -> Result<bool, Error> {
     with_registry(shared, |reg| {
         let mut new: BTreeMap<(u64, u32), RegisteredSchema> = BTreeMap::new();
         for (key, schema) in parts {
@@ -265,7 +266,7 @@ pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], reg
             }
         }
         if !register || (new.is_empty() && !reg.unsynced) {
-            return Ok(());
+            return Ok(new.is_empty());
         }
         let added: Vec<(u64, u32)> = new.keys().copied().collect();
         reg.entries.extend(new);
@@ -284,7 +285,7 @@ pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], reg
             .sync_dir(&shared.dir)
             .map_err(|e| SchemaError::io(&shared.dir, e))?;
         reg.unsynced = false;
-        Ok(())
+        Ok(true)
     })
 }
 
@@ -380,6 +381,55 @@ mod tests {
         }
         assert!(images >= 16, "{images} images");
         images
+    }
+
+    #[cfg(feature = "postcard")]
+    #[derive(Message, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[message(name = "t.P", version = 1)]
+    struct P {
+        a: u32,
+        b: u32,
+    }
+    #[cfg(feature = "postcard")]
+    #[derive(Message, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[message(name = "t.P", version = 1)]
+    struct PSwapped {
+        b: u32,
+        a: u32,
+    }
+
+    /// A receiver made before any sender of its type passes (nothing to
+    /// compare with) and must not pin its guess; a sender that then records
+    /// another shape is caught at the receiver's next message. It used to
+    /// decode on: the swapped fields came out swapped, with no error.
+    #[cfg(feature = "postcard")]
+    #[test]
+    fn a_receiver_made_before_any_sender_catches_a_shape_recorded_later() {
+        use crate::codec::Postcard;
+        use crate::{DecodeError, RecvError, TryRecvError};
+        let ch = open(SimStorage::new());
+        let mut rx = ch.typed_rx::<P, Postcard>().unwrap();
+        assert!(ch.schemas().unwrap().is_empty(), "the receiver pinned its shape");
+        let tx = ch.typed_tx::<PSwapped, Postcard>().unwrap();
+        tx.send(&PSwapped { b: 1, a: 2 }).unwrap();
+        tx.send(&PSwapped { b: 3, a: 4 }).unwrap();
+        for offset in 0..2 {
+            match rx.try_recv() {
+                Err(TryRecvError::Failed(RecvError::Decode {
+                    offset: o,
+                    source: DecodeError::Schema(SchemaError::Changed { .. }),
+                })) => assert_eq!(o, offset),
+                other => panic!("message {offset}: {other:?}"),
+            }
+        }
+        // Made before a sender of the same shape, it reads on.
+        let ch = open(SimStorage::new());
+        let mut rx = ch.typed_rx::<P, Postcard>().unwrap();
+        let tx = ch.typed_tx::<P, Postcard>().unwrap();
+        tx.send(&P { a: 1, b: 2 }).unwrap();
+        tx.send(&P { a: 3, b: 4 }).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), P { a: 1, b: 2 });
+        assert_eq!(rx.try_recv().unwrap(), P { a: 3, b: 4 });
     }
 
     /// `TypedTx::new` and `TypedRx::new` check the registry as `typed_tx`

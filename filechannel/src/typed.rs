@@ -273,6 +273,11 @@ pub enum DecodeError {
     /// The header matched, but the codec could not decode the body.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The receiver was made before any sender of its type, and the shape a
+    /// sender registered since differs from the receiver's
+    /// ([`SchemaError::Changed`](crate::SchemaError::Changed)).
+    #[error(transparent)]
+    Schema(crate::SchemaError),
 }
 
 fn codec_name(id: u32) -> Cow<'static, str> {
@@ -578,6 +583,10 @@ pub struct TypedRx<T, C, R = Receiver> {
     rx: R,
     unknown: UnknownVersion,
     skipped: u64,
+    /// Some part of `T` was not in the schema registry when this receiver
+    /// was made (no sender of it yet): checked again at each message until
+    /// it is, so that a sender registering another shape later is caught.
+    schema_pending: bool,
     /// Older rkyv frames, migrated and re-archived for `recv_ref`.
     #[cfg(feature = "rkyv")]
     migrated: filechannel_codecs::rkyv::util::AlignedVec<16>,
@@ -602,11 +611,12 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     /// # Errors
     /// As [`FileChannel::typed_rx`].
     pub fn new(rx: R) -> Result<Self, Error> {
-        check_schema::<T, R::Storage>(rx.receiver_ref().shared(), false)?;
+        let recorded = check_schema::<T, R::Storage>(rx.receiver_ref().shared(), false)?;
         Ok(TypedRx {
             rx,
             unknown: UnknownVersion::Error,
             skipped: 0,
+            schema_pending: !recorded,
             #[cfg(feature = "rkyv")]
             migrated: Default::default(),
             _marker: PhantomData,
@@ -648,6 +658,38 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     /// ready in time.
     #[inline]
     fn next(&mut self, wait: Wait) -> Result<Option<Ready>, RecvError> {
+        let r = self.next_unchecked(wait)?;
+        if let Some(r) = r
+            && self.schema_pending
+        {
+            self.recheck_schema(r)?;
+        }
+        Ok(r)
+    }
+
+    /// For a receiver made before any sender of `T` (see
+    /// `schema_pending`): checks `T` against the registry again. A shape
+    /// recorded since that differs from `T`'s is this message's error (and
+    /// every later one's): decoding would read another shape's bytes.
+    #[cold]
+    fn recheck_schema(&mut self, r: Ready) -> Result<(), RecvError> {
+        let shared = self.rx.receiver_ref().shared();
+        match check_schema::<T, R::Storage>(shared, false) {
+            Ok(recorded) => self.schema_pending = !recorded,
+            Err(Error::Schema(source)) => {
+                return Err(RecvError::Decode {
+                    offset: r.seq(),
+                    source: DecodeError::Schema(source),
+                });
+            }
+            // Closed (draining after `close`) or unreadable: nothing to
+            // compare with; checked again at the next message.
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    fn next_unchecked(&mut self, wait: Wait) -> Result<Option<Ready>, RecvError> {
         if self.unknown == UnknownVersion::Error {
             // Newer versions are the decoder's error: nothing to look at.
             return self.rx.receiver().next_ready(wait);
@@ -878,11 +920,12 @@ impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
 
 /// Checks `T`'s shape against the channel's schema registry (every part of
 /// it: a composite holds derived types); a sender (`register`) records a
-/// (name, version) seen for the first time. `Closed` once the channel is.
+/// (name, version) seen for the first time. Returns whether every part is
+/// recorded. `Closed` once the channel is.
 fn check_schema<T: Message + ?Sized, S: Storage>(
     shared: &crate::channel::Shared<S>,
     register: bool,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let mut parts = Vec::new();
     T::for_each_schema(&mut |part| {
         parts.push((
