@@ -10,7 +10,7 @@
 use crate::channel::Shared;
 use crate::error::Error;
 use crate::storage::{Storage, StorageFile};
-use crate::typed::Schema;
+use crate::typed::SchemaPart;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -89,13 +89,6 @@ pub struct RegisteredSchema {
     pub fingerprint: u64,
     /// The shape, readable: field names and type tokens.
     pub shape: String,
-}
-
-/// What is being checked.
-pub(crate) struct Key {
-    pub name: &'static str,
-    pub name_hash: u64,
-    pub version: u32,
 }
 
 /// The registry's contents, keyed by (name hash, version).
@@ -219,9 +212,7 @@ fn with_registry<S: Storage, R>(
     f: impl FnOnce(&mut Registry) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let mut guard = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
-    if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(Error::Closed);
-    }
+    ensure_open(shared)?;
     let reg = match &mut *guard {
         Some(r) => r,
         None => guard.insert(Registry::load(&shared.storage, &shared.dir)?),
@@ -229,21 +220,39 @@ fn with_registry<S: Storage, R>(
     f(reg)
 }
 
+fn ensure_open<S: Storage>(shared: &Shared<S>) -> Result<(), Error> {
+    if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
+        Err(Error::Closed)
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks every part of a type's schema; if `register`, records the parts
 /// seen for the first time, all in one rewrite: all of them or none (a part
 /// that does not match leaves the others unrecorded too). Returns whether
 /// every part is recorded now (always, after a registering check).
-pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], register: bool) -> Result<bool, Error> {
+/// A type without parts (std types, hand-written impls) reads nothing.
+pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[SchemaPart], register: bool) -> Result<bool, Error> {
+    if parts.is_empty() {
+        return ensure_open(shared).map(|()| true);
+    }
     with_registry(shared, |reg| {
         let mut new: BTreeMap<(u64, u32), RegisteredSchema> = BTreeMap::new();
-        for (key, schema) in parts {
-            let k = (key.name_hash, key.version);
+        for SchemaPart {
+            name,
+            name_hash,
+            version,
+            schema,
+        } in parts
+        {
+            let k = (*name_hash, *version);
             match reg.entries.get(&k).or_else(|| new.get(&k)) {
                 Some(e) if e.fingerprint == schema.fingerprint => {}
                 Some(e) => {
                     return Err(SchemaError::Changed {
-                        name: key.name,
-                        version: key.version,
+                        name,
+                        version: *version,
                         registered: e.fingerprint,
                         registered_shape: e.shape.clone(),
                         found: schema.fingerprint,
@@ -255,9 +264,9 @@ pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[(Key, Schema)], reg
                     new.insert(
                         k,
                         RegisteredSchema {
-                            name: key.name.to_string(),
-                            name_hash: key.name_hash,
-                            version: key.version,
+                            name: name.to_string(),
+                            name_hash: *name_hash,
+                            version: *version,
                             fingerprint: schema.fingerprint,
                             shape: schema.shape.to_string(),
                         },
@@ -507,6 +516,27 @@ mod tests {
                 .iter()
                 .any(|(_, op)| matches!(op, OpKind::Rename(..)))
         );
+    }
+
+    /// A type without schema parts (`String`) does not read the registry:
+    /// a damaged one does not stop it, as it never did.
+    #[test]
+    fn a_type_without_schema_parts_does_not_read_the_registry() {
+        let sim = SimStorage::new();
+        let ch = open(sim.clone());
+        ch.close().unwrap();
+        drop(ch);
+        let mut image = sim.peek().process_crash_image();
+        image.insert(Path::new("/reg").join(super::REGISTRY_FILE), b"not a registry".to_vec());
+        let ch = open(SimStorage::from_image(Path::new("/reg"), &image));
+        ch.typed_tx::<String, Nothing>().unwrap();
+        ch.typed_rx::<String, Nothing>().unwrap();
+        assert!(matches!(
+            ch.typed_tx::<A, Nothing>(),
+            Err(crate::Error::Schema(SchemaError::Corrupt { line: 1, .. }))
+        ));
+        ch.close().unwrap();
+        assert!(matches!(ch.typed_tx::<String, Nothing>(), Err(crate::Error::Closed)));
     }
 
     /// The same (name, version) on two lines is a corrupt registry (every

@@ -927,16 +927,7 @@ fn check_schema<T: Message + ?Sized, S: Storage>(
     register: bool,
 ) -> Result<bool, Error> {
     let mut parts = Vec::new();
-    T::for_each_schema(&mut |part| {
-        parts.push((
-            crate::registry::Key {
-                name: part.name,
-                name_hash: part.name_hash,
-                version: part.version,
-            },
-            part.schema,
-        ));
-    });
+    T::for_each_schema(&mut |part| parts.push(part));
     crate::registry::check(shared, &parts, register)
 }
 
