@@ -986,11 +986,31 @@ mod tests {
     fn sim_channel(
         sim: &crate::storage::sim::SimStorage,
     ) -> Result<FileChannel<crate::storage::sim::SimStorage>, crate::Error> {
+        sim_channel_of(sim, 4096)
+    }
+
+    /// As [`sim_channel`], with segments of `segment_size` bytes.
+    fn sim_channel_of(
+        sim: &crate::storage::sim::SimStorage,
+        segment_size: u64,
+    ) -> Result<FileChannel<crate::storage::sim::SimStorage>, crate::Error> {
         FileChannel::builder()
-            .segment_size(4096)
+            .segment_size(segment_size)
             .durability(crate::Durability::Flush)
             .compression(crate::Compression::None)
             .open_with(sim.clone(), std::path::Path::new("/ch"))
+    }
+
+    /// The spare files in a [`sim_channel`]'s directory.
+    fn spare_files(sim: &crate::storage::sim::SimStorage) -> Result<Vec<std::path::PathBuf>, crate::Error> {
+        use crate::storage::Storage as _;
+        let dir = std::path::Path::new("/ch");
+        let names = sim.list(dir).map_err(|e| crate::Error::io(dir, e))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| crate::format::parse_spare_file_name(n))
+            .map(|n| dir.join(n))
+            .collect())
     }
 
     /// Fills a 4 KiB segment: every send of it rotates.
@@ -1026,25 +1046,15 @@ mod tests {
     /// they held both spare slots, and their disk space, for good.
     #[test]
     fn a_reopen_with_larger_segments_deletes_spares_too_small() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::storage::Storage as _;
         use crate::storage::sim::SimStorage;
         let sim = SimStorage::new();
         let ch = sim_channel(&sim)?;
         rotate_through(&ch, &mut ch.rx(), 6, |s| s.spare_segments >= 2)?;
         ch.close()?;
         drop(ch);
-        let dir = std::path::Path::new("/ch");
-        let ch = FileChannel::builder()
-            .segment_size(64 << 10)
-            .durability(crate::Durability::Flush)
-            .compression(crate::Compression::None)
-            .open_with(sim.clone(), dir)?;
+        let ch = sim_channel_of(&sim, 64 << 10)?;
         assert_eq!(ch.stats().spare_segments, 0);
-        let left: Vec<String> = sim
-            .list(dir)?
-            .into_iter()
-            .filter(|n| crate::format::parse_spare_file_name(n))
-            .collect();
+        let left = spare_files(&sim)?;
         assert!(left.is_empty(), "spare files left: {left:?}");
         // Spares of the right size stay.
         ch.close()?;
@@ -1070,13 +1080,7 @@ mod tests {
         let mut rx = ch.rx();
         rotate_through(&ch, &mut rx, 6, |s| s.spare_segments >= 2)?;
         std::thread::sleep(Duration::from_millis(20));
-        let dir = std::path::Path::new("/ch");
-        let spares: Vec<std::path::PathBuf> = sim
-            .list(dir)?
-            .into_iter()
-            .filter(|n| crate::format::parse_spare_file_name(n))
-            .map(|n| dir.join(n))
-            .collect();
+        let spares = spare_files(&sim)?;
         let mut held = Vec::new();
         for path in &spares {
             let f = sim.open(path, false)?;
