@@ -284,12 +284,7 @@ fn buffered_crash_keeps_every_flushed_message() {
 fn sync_mode_fsyncs_the_directory_after_every_create_rename_and_unlink() {
     let dir = Path::new("/sim/channel");
     let sim = SimStorage::new();
-    let ch = FileChannel::builder()
-        .segment_size(4096)
-        .durability(Durability::Sync)
-        .compression(Compression::None)
-        .open_with(sim.clone(), dir)
-        .unwrap();
+    let ch = open_plain(sim.clone(), dir, 4096, Durability::Sync).unwrap();
     let tx = ch.tx();
     let mut rx = ch.rx();
     let mut sends = Vec::new();
@@ -473,12 +468,7 @@ fn read_then_fail_a_dir_sync(
     crate::AckReceiver<SimStorage>,
 ) {
     let sim = SimStorage::new();
-    let ch = FileChannel::builder()
-        .segment_size(4096)
-        .durability(Durability::Flush)
-        .compression(Compression::None)
-        .open_with(sim.clone(), dir)
-        .expect("open");
+    let ch = open_plain(sim.clone(), dir, 4096, Durability::Flush).expect("open");
     let tx = ch.tx();
     let mut rx = ch.rx_ack();
     for seq in 0..40 {
@@ -605,12 +595,22 @@ fn is_plain_segment(path: &Path) -> bool {
         .is_some()
 }
 
-fn open_flush(sim: SimStorage, dir: &Path) -> Result<FileChannel<SimStorage>, crate::Error> {
+/// An uncompressed channel in `dir` on `sim`.
+fn open_plain(
+    sim: SimStorage,
+    dir: &Path,
+    segment_size: u64,
+    durability: Durability,
+) -> Result<FileChannel<SimStorage>, crate::Error> {
     FileChannel::builder()
-        .segment_size(64 << 10)
-        .durability(Durability::Flush)
+        .segment_size(segment_size)
+        .durability(durability)
         .compression(Compression::None)
         .open_with(sim, dir)
+}
+
+fn open_flush(sim: SimStorage, dir: &Path) -> Result<FileChannel<SimStorage>, crate::Error> {
+    open_plain(sim, dir, 64 << 10, Durability::Flush)
 }
 
 fn msg(i: u64) -> Vec<u8> {
@@ -704,13 +704,7 @@ fn a_head_lowered_at_open_is_stored_before_anything_is_sent() -> Result<(), Box<
 #[test]
 fn a_spare_holding_frames_of_a_future_segment_is_not_reused() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new("/ch");
-    let open_sync = |sim: SimStorage| {
-        FileChannel::builder()
-            .segment_size(64 << 10)
-            .durability(Durability::Sync)
-            .compression(Compression::None)
-            .open_with(sim, dir)
-    };
+    let open_sync = |sim: SimStorage| open_plain(sim, dir, 64 << 10, Durability::Sync);
     let big = |i: u64| {
         let mut v = msg(i);
         v.resize(1000, 0x5A);
@@ -763,13 +757,7 @@ fn a_spare_holding_frames_of_a_future_segment_is_not_reused() -> Result<(), Box<
 #[test]
 fn a_consumed_segment_left_below_a_gap_is_deleted_at_open() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new("/ch");
-    let open_small = |sim: SimStorage| {
-        FileChannel::builder()
-            .segment_size(4096)
-            .durability(Durability::Flush)
-            .compression(Compression::None)
-            .open_with(sim, dir)
-    };
+    let open_small = |sim: SimStorage| open_plain(sim, dir, 4096, Durability::Flush);
     let sim = SimStorage::new();
     let ch = open_small(sim.clone())?;
     let tx = ch.tx();
