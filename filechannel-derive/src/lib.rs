@@ -21,6 +21,13 @@
 //! - `crate = "path"`: where the `filechannel` crate is, when the
 //!   dependency is renamed (default `::filechannel`).
 //!
+//! On a field, `#[message(opaque)]`: the field's type counts by its tokens
+//! only (for a type without a fingerprint, such as `std::time::Duration`).
+//! A field type may refer to the type itself as `Self` or by its bare
+//! identifier; a longer path ending in the identifier is taken to be
+//! another type. Two types whose fields hold each other fail the build with
+//! a cycle in `FINGERPRINT`: mark one of the two fields `opaque`.
+//!
 //! # What it generates
 //!
 //! For the `Order` above, in prose: an implementation of
@@ -31,8 +38,10 @@
 //! and converts it with `From`, and hands older versions down the chain;
 //! and a constant item whose evaluation fails the build, pointing at
 //! `previous`, if `OrderV1`'s name differs or its version is not lower.
-//! Generated code names the runtime only through
-//! `<crate>::__private`, so it works under a renamed dependency.
+//! With `previous`, also `Message::for_each_previous_schema`, so that a
+//! receiver checks the older types against the schema registry. Generated
+//! code names the runtime only through `<crate>::__private` and `::core`
+//! (primitives included), so it works under a renamed dependency.
 #![deny(missing_docs)]
 
 use proc_macro::TokenStream;
@@ -189,8 +198,8 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                     #ident: ::core::convert::From<#prev>,
                 {
                     fn decode_older(
-                        version: u32,
-                        body: &[u8],
+                        version: ::core::primitive::u32,
+                        body: &[::core::primitive::u8],
                     ) -> ::core::option::Option<::core::result::Result<Self, #p::CodecError>> {
                         let prev = if version == <#prev as #p::Message>::VERSION {
                             <__C as #p::Decode<#prev>>::decode(body)
@@ -203,18 +212,28 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             }
         }
     };
+    // A receiver checks the older types it reads against the registry.
+    let previous_schemas = a.previous.as_ref().map(|prev| {
+        quote! {
+            fn for_each_previous_schema(f: &mut dyn ::core::ops::FnMut(#p::SchemaPart)) {
+                <#prev as #p::Message>::for_each_schema(f);
+                <#prev as #p::Message>::for_each_previous_schema(f);
+            }
+        }
+    });
     let (fingerprint, shape) = shape(input, &p)?;
     Ok(quote! {
         impl #p::Message for #ident {
-            const NAME: &'static str = #name;
-            const VERSION: u32 = #version;
+            const NAME: &'static ::core::primitive::str = #name;
+            const VERSION: ::core::primitive::u32 = #version;
             const SCHEMA: ::core::option::Option<#p::Schema> = ::core::option::Option::Some(#p::Schema {
                 fingerprint: <Self as #p::Shape>::FINGERPRINT,
                 shape: #shape,
             });
+            #previous_schemas
         }
         impl #p::Shape for #ident {
-            const FINGERPRINT: u64 = #fingerprint;
+            const FINGERPRINT: ::core::primitive::u64 = #fingerprint;
         }
         #migrate
     })
@@ -225,16 +244,93 @@ fn normalise(ty: &syn::Type) -> String {
     quote!(#ty).to_string().split_whitespace().collect()
 }
 
-/// Whether `ty` mentions the type being derived (`Self` or its name).
-fn refers_to_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
-    fn walk(ts: proc_macro2::TokenStream, ident: &syn::Ident) -> bool {
-        ts.into_iter().any(|t| match t {
-            proc_macro2::TokenTree::Ident(i) => i == *ident || i == "Self",
-            proc_macro2::TokenTree::Group(g) => walk(g.stream(), ident),
-            _ => false,
-        })
+/// Whether `path` names the type being derived: `Self`, or its bare
+/// identifier. A longer path ending in the same identifier (`db::Config`
+/// inside `Config`) is taken to be another type; if it is this one after
+/// all, the build fails with a cycle in `FINGERPRINT` rather than
+/// fingerprinting a different type as this one.
+fn is_self_path(path: &syn::Path, ident: &syn::Ident) -> bool {
+    match (path.leading_colon, path.segments.first()) {
+        (None, Some(seg)) if path.segments.len() == 1 => seg.ident == *ident || seg.ident == "Self",
+        _ => false,
     }
-    walk(quote!(#ty), ident)
+}
+
+/// The types inside `ty` that it is generic over or built from (a path's
+/// type arguments, a tuple's, array's, slice's, reference's or pointer's
+/// elements), or `None` if `ty` is of another kind.
+fn inner_types(ty: &syn::Type) -> Option<Vec<&syn::Type>> {
+    Some(match ty {
+        syn::Type::Path(tp) => tp
+            .path
+            .segments
+            .iter()
+            .filter_map(|seg| match &seg.arguments {
+                syn::PathArguments::AngleBracketed(args) => Some(args.args.iter()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|arg| match arg {
+                syn::GenericArgument::Type(t) => Some(t),
+                syn::GenericArgument::AssocType(a) => Some(&a.ty),
+                _ => None,
+            })
+            .collect(),
+        syn::Type::Tuple(t) => t.elems.iter().collect(),
+        syn::Type::Array(a) => vec![&*a.elem],
+        syn::Type::Slice(s) => vec![&*s.elem],
+        syn::Type::Reference(r) => vec![&*r.elem],
+        syn::Type::Ptr(p) => vec![&*p.elem],
+        syn::Type::Paren(p) => vec![&*p.elem],
+        syn::Type::Group(g) => vec![&*g.elem],
+        _ => return None,
+    })
+}
+
+/// Whether `ty` mentions the type being derived (see [`is_self_path`]).
+fn refers_to_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
+    match ty {
+        syn::Type::Path(tp) if tp.qself.is_none() && is_self_path(&tp.path, ident) => true,
+        _ => match inner_types(ty) {
+            Some(inner) => inner.into_iter().any(|t| refers_to_self(t, ident)),
+            // Another kind (`dyn Trait<Self>`, a macro): by its tokens.
+            None => quote!(#ty).into_iter().any(|t| match t {
+                proc_macro2::TokenTree::Ident(i) => i == *ident || i == "Self",
+                _ => false,
+            }),
+        },
+    }
+}
+
+/// The fingerprint steps of a field's type: its `FINGERPRINT`, unless it
+/// refers to the type being derived (a const cannot depend on itself).
+/// Then it is taken apart: a fixed marker where it names the type itself,
+/// and the fingerprint of every part that does not, so `Vec<(Label, Tree)>`
+/// inside `Tree` still changes with `Label`. The field's type tokens,
+/// folded before, give the structure around them.
+fn field_steps(
+    ty: &syn::Type,
+    ident: &syn::Ident,
+    p: &proc_macro2::TokenStream,
+    steps: &mut Vec<proc_macro2::TokenStream>,
+) {
+    if !refers_to_self(ty, ident) {
+        steps.push(quote!(let __fp = #p::combine(__fp, <#ty as #p::Shape>::FINGERPRINT);));
+        return;
+    }
+    match ty {
+        syn::Type::Path(tp) if tp.qself.is_none() && is_self_path(&tp.path, ident) => {
+            steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash("<recursive>"));));
+        }
+        _ => match inner_types(ty) {
+            Some(inner) => {
+                for t in inner {
+                    field_steps(t, ident, p, steps);
+                }
+            }
+            None => steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash("<recursive>"));)),
+        },
+    }
 }
 
 /// A field's contribution: its `name:type` text, and its type unless the
@@ -264,14 +360,10 @@ fn shape(input: &DeriveInput, p: &proc_macro2::TokenStream) -> syn::Result<(proc
     let ident = &input.ident;
     let mut steps = Vec::new();
     let mut fold = |text: String, ty: Option<(&syn::Type, bool)>| {
-        steps.push(quote!(let h = #p::combine(h, #p::name_hash(#text));));
-        match ty {
-            // Recursion: a fixed marker instead of a cyclic constant.
-            Some((ty, _)) if refers_to_self(ty, ident) => {
-                steps.push(quote!(let h = #p::combine(h, #p::name_hash("<recursive>"));));
-            }
-            Some((ty, false)) => steps.push(quote!(let h = #p::combine(h, <#ty as #p::Shape>::FINGERPRINT);)),
-            _ => {}
+        steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash(#text));));
+        // An opaque field counts by its tokens only, nothing inside it.
+        if let Some((ty, false)) = ty {
+            field_steps(ty, ident, p, &mut steps);
         }
     };
     let fields_desc = |fields: &syn::Fields, fold: &mut Fold<'_>| -> syn::Result<String> {
@@ -299,17 +391,32 @@ fn shape(input: &DeriveInput, p: &proc_macro2::TokenStream) -> syn::Result<(proc
             fold("enum".into(), None);
             let mut vs = Vec::new();
             for v in &en.variants {
-                fold(format!("variant:{}", v.ident), None);
-                vs.push(format!("{}{}", v.ident, fields_desc(&v.fields, &mut fold)?));
+                if let Some(attr) = v.attrs.iter().find(|a| a.path().is_ident("message")) {
+                    return Err(syn::Error::new_spanned(
+                        attr,
+                        "#[message(..)] goes on the type, or as #[message(opaque)] on a field; not on a variant",
+                    ));
+                }
+                // An explicit discriminant is part of the shape: with
+                // `serde_repr`, say, it is what goes on the wire.
+                let label = match &v.discriminant {
+                    Some((_, expr)) => {
+                        let tokens: String = quote!(#expr).to_string().split_whitespace().collect();
+                        format!("{}={tokens}", v.ident)
+                    }
+                    None => v.ident.to_string(),
+                };
+                fold(format!("variant:{label}"), None);
+                vs.push(format!("{label}{}", fields_desc(&v.fields, &mut fold)?));
             }
             format!("enum{{{}}}", vs.join("|"))
         }
         syn::Data::Union(u) => return Err(syn::Error::new(u.union_token.span, "unions are not supported")),
     };
     let fp = quote!({
-        let h: u64 = #p::name_hash("filechannel.shape.v1");
+        let __fp: ::core::primitive::u64 = #p::name_hash("filechannel.shape.v1");
         #(#steps)*
-        h
+        __fp
     });
     Ok((fp, desc))
 }

@@ -68,7 +68,7 @@ pub mod codec {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{Codec, CodecError, Decode};
-    pub use crate::typed::{Message, Migrate, Schema, Shape, combine, name_hash};
+    pub use crate::typed::{Message, Migrate, Schema, SchemaPart, Shape, combine, name_hash};
 
     /// `a == b`, in a const context (for the derive's compile-time checks).
     pub const fn str_eq(a: &str, b: &str) -> bool {

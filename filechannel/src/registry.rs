@@ -47,6 +47,28 @@ pub enum SchemaError {
         /// Its shape now.
         shape: &'static str,
     },
+    /// The type a receiver reads an older version's frames with (its
+    /// `previous` chain) differs from the shape registered for that version
+    /// when they were written.
+    #[error(
+        "message {name} version {version}, which this receiver reads through its `previous` chain, has changed \
+         shape since this channel registered it (was `{registered_shape}`, now `{shape}`): restore that type \
+         exactly as it was while version {version} was being sent"
+    )]
+    PreviousChanged {
+        /// The type's name.
+        name: &'static str,
+        /// The older version.
+        version: u32,
+        /// The registered fingerprint.
+        registered: u64,
+        /// The registered shape.
+        registered_shape: String,
+        /// The fingerprint of the type in the chain now.
+        found: u64,
+        /// Its shape now.
+        shape: &'static str,
+    },
     /// The registry file does not parse.
     #[error("schema registry {}: line {line} does not parse; the file was left untouched", path.display())]
     Corrupt {
@@ -230,11 +252,18 @@ fn ensure_open<S: Storage>(shared: &Shared<S>) -> Result<(), Error> {
 
 /// Checks every part of a type's schema; if `register`, records the parts
 /// seen for the first time, all in one rewrite: all of them or none (a part
-/// that does not match leaves the others unrecorded too). Returns whether
-/// every part is recorded now (always, after a registering check).
-/// A type without parts (std types, hand-written impls) reads nothing.
-pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[SchemaPart], register: bool) -> Result<bool, Error> {
-    if parts.is_empty() {
+/// that does not match leaves the others unrecorded too). `previous` (the
+/// older versions a receiver reads) are checked where recorded, never
+/// recorded. Returns whether every part is recorded now (always, after a
+/// registering check). A type without parts (std types, hand-written
+/// impls) reads nothing.
+pub(crate) fn check<S: Storage>(
+    shared: &Shared<S>,
+    parts: &[SchemaPart],
+    previous: &[SchemaPart],
+    register: bool,
+) -> Result<bool, Error> {
+    if parts.is_empty() && previous.is_empty() {
         return ensure_open(shared).map(|()| true);
     }
     with_registry(shared, |reg| {
@@ -272,6 +301,20 @@ pub(crate) fn check<S: Storage>(shared: &Shared<S>, parts: &[SchemaPart], regist
                         },
                     );
                 }
+            }
+        }
+        for part in previous {
+            let recorded = reg.entries.get(&(part.name_hash, part.version));
+            if let Some(e) = recorded.filter(|e| e.fingerprint != part.schema.fingerprint) {
+                return Err(SchemaError::PreviousChanged {
+                    name: part.name,
+                    version: part.version,
+                    registered: e.fingerprint,
+                    registered_shape: e.shape.clone(),
+                    found: part.schema.fingerprint,
+                    shape: part.schema.shape,
+                }
+                .into());
             }
         }
         if !register || (new.is_empty() && !reg.unsynced) {

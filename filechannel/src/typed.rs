@@ -121,6 +121,17 @@ pub trait Message {
             });
         }
     }
+
+    /// Calls `f` with the schema of every older version this type reads
+    /// frames of (`#[derive(Message)]`'s `previous` chain, newest first). A
+    /// typed receiver checks each against the schema registry where that
+    /// (name, version) is recorded, so an older type changed after its
+    /// frames were written is refused rather than decoded into the wrong
+    /// fields. They are never recorded: this type does not write them.
+    #[doc(hidden)]
+    fn for_each_previous_schema(f: &mut dyn FnMut(SchemaPart)) {
+        let _ = f;
+    }
 }
 
 /// A part of a message type with a registered shape
@@ -920,15 +931,20 @@ impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
 
 /// Checks `T`'s shape against the channel's schema registry (every part of
 /// it: a composite holds derived types); a sender (`register`) records a
-/// (name, version) seen for the first time. Returns whether every part is
-/// recorded. `Closed` once the channel is.
+/// (name, version) seen for the first time, a receiver also checks the
+/// older versions it reads (where recorded). Returns whether every part of
+/// `T` is recorded. `Closed` once the channel is.
 fn check_schema<T: Message + ?Sized, S: Storage>(
     shared: &crate::channel::Shared<S>,
     register: bool,
 ) -> Result<bool, Error> {
     let mut parts = Vec::new();
     T::for_each_schema(&mut |part| parts.push(part));
-    crate::registry::check(shared, &parts, register)
+    let mut previous = Vec::new();
+    if !register {
+        T::for_each_previous_schema(&mut |part| previous.push(part));
+    }
+    crate::registry::check(shared, &parts, &previous, register)
 }
 
 impl<S: Storage> FileChannel<S> {

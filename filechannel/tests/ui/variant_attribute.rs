@@ -1,0 +1,8 @@
+#[derive(filechannel::Message)]
+enum E {
+    A,
+    #[message(opaque)]
+    B(u32),
+}
+
+fn main() {}
