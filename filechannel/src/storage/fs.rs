@@ -146,12 +146,14 @@ impl FsFile {
         if len == 0 {
             return Ok(true);
         }
-        match fallocate(
-            &self.0,
-            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-            offset,
-            len,
-        ) {
+        match retry_interrupted(|| {
+            fallocate(
+                &self.0,
+                FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+                offset,
+                len,
+            )
+        }) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => Ok(false),
             Err(e) => Err(e.into()),
@@ -168,7 +170,7 @@ impl StorageFile for FsFile {
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         use rustix::fs::{FallocateFlags, fallocate};
-        match fallocate(&self.0, FallocateFlags::empty(), 0, len) {
+        match retry_interrupted(|| fallocate(&self.0, FallocateFlags::empty(), 0, len)) {
             Ok(()) => Ok(()),
             // A file system without fallocate: fall back to writing zeros,
             // which reserves the blocks on in-place file systems (and fails
@@ -237,6 +239,20 @@ static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 /// Writes `len` zero bytes at `offset`, up to 1 MiB per `pwritev(2)` call
 /// (large writes let the kernel fill the page cache with large folios).
 /// Allocates nothing: the writer calls it on the send path.
+/// Runs `op` again while it fails with `EINTR`. tmpfs's `fallocate` gives
+/// up with `EINTR` whenever a signal is pending (`SA_RESTART` does not
+/// restart it): a profiler's `SIGPROF` or a `SIGCHLD` handler would
+/// otherwise fail a rotation and poison the channel. Both of our
+/// `fallocate` calls can simply run again.
+fn retry_interrupted<T>(mut op: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match op() {
+            Err(rustix::io::Errno::INTR) => {}
+            r => return r,
+        }
+    }
+}
+
 fn write_zeros(file: &File, mut offset: u64, len: u64) -> io::Result<()> {
     let chunk = ZEROS.len() as u64;
     let full = [std::io::IoSlice::new(&ZEROS); 16];
@@ -319,6 +335,26 @@ mod tests {
 
     /// `write_zeros` zeroes exactly the range asked for, whatever its length
     /// against its 64 KiB buffer and 1 MiB calls.
+    #[test]
+    fn an_interrupted_call_is_run_again() {
+        let mut calls = 0;
+        let r = retry_interrupted(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(rustix::io::Errno::INTR)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r, Ok(3));
+        let mut calls = 0;
+        let r: rustix::io::Result<()> = retry_interrupted(|| {
+            calls += 1;
+            Err(rustix::io::Errno::NOSPC)
+        });
+        assert_eq!((r, calls), (Err(rustix::io::Errno::NOSPC), 1));
+    }
+
     #[test]
     fn write_zeros_covers_exactly_the_range() {
         let dir = tempfile::tempdir().unwrap();
