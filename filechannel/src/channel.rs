@@ -515,12 +515,12 @@ impl<S: Storage> Shared<S> {
         // Everything appended, not just what is published: in `Sync` mode a
         // sender may have appended and still be waiting for its group
         // commit, and this sync publishes its message too.
+        // Also when poisoned: `sync_to` then waits for a group commit at
+        // work and, in `Sync` mode after a failure other than an fsync's,
+        // leads one, so that a send waiting for it is published before
+        // `closed`, never after; otherwise it fails at once without an fsync.
         let target = self.written_seq.load(Ordering::Acquire);
-        let synced = if self.poison.get().is_none() {
-            self.sync_to(target)
-        } else {
-            Ok(())
-        };
+        let synced = self.sync_to(target);
         // Only now may receivers conclude that nothing more is coming: once
         // they see `closed` they drain what is published, then disconnect.
         self.closed.store(true, Ordering::Release);
@@ -785,7 +785,10 @@ impl<S: Storage> Sender<S> {
     /// on the channel's [`Durability`]; in every mode the message is ordered
     /// after every send that returned before this one started.
     ///
-    /// A failed send changes nothing: its message is never delivered.
+    /// A failed send changes nothing: its message is never delivered. (One
+    /// exception, after a power loss: a `Sync` send failed by an fsync
+    /// error may come back, because that fsync's outcome is unknown; see
+    /// `DESIGN.md` §3.)
     ///
     /// # Errors
     /// [`SendError::TooLarge`] (the channel stays usable),
@@ -1125,7 +1128,7 @@ mod tests {
             from_op: sim.ops() + 1,
             once: true,
             kind: std::io::ErrorKind::StorageFull,
-            only_dir_syncs: false,
+            only: None,
         });
         assert!(matches!(tx.send(&msg), Err(SendError::DiskFull { .. })));
         let failed = sim.failed();
@@ -1160,7 +1163,7 @@ mod tests {
             from_op: sim.ops() + 1,
             once: false,
             kind: std::io::ErrorKind::Other,
-            only_dir_syncs: false,
+            only: None,
         });
         assert!(ch.close().is_err(), "setup: the final fsync fails");
         assert!(
@@ -1228,6 +1231,49 @@ mod tests {
         tx.sync()?;
         assert!(unsynced().is_empty() && fsynced(12));
         ch.close()?;
+        Ok(())
+    }
+
+    /// A rotation's fsync of the oldest sealed segment past `MAX_UNSYNCED`
+    /// that fails names that segment (it named the new active one), and the
+    /// rotation itself stands: the last message of the sealed segment is
+    /// still delivered.
+    #[test]
+    fn a_failed_overdue_fsync_names_its_segment() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::SendError;
+        use crate::storage::sim::{FailPlan, OpKind, SimStorage};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        // As above: every send after the first rotates. Nine sends seal
+        // segments 1..=8, all waiting; the tenth seals segment 9, which
+        // puts segment 1 over the bound.
+        for _ in 0..9 {
+            tx.send(&[1u8; 2000])?;
+        }
+        fn data_of_segment_1(op: &OpKind) -> bool {
+            matches!(op, OpKind::SyncData(p) if p.ends_with(crate::format::segment_file_name(1)))
+        }
+        sim.fail(FailPlan {
+            from_op: 1,
+            once: true,
+            kind: std::io::ErrorKind::Other,
+            only: Some(data_of_segment_1),
+        });
+        match tx.send(&[2u8; 2000]) {
+            Err(SendError::Io { path, .. }) => {
+                assert!(
+                    path.ends_with(crate::format::segment_file_name(1)),
+                    "{}",
+                    path.display()
+                )
+            }
+            other => panic!("expected the overdue fsync to fail: {other:?}"),
+        }
+        for _ in 0..9 {
+            assert_eq!(rx.try_recv()?, [1u8; 2000]);
+        }
+        assert!(ch.close().is_err());
         Ok(())
     }
 

@@ -418,7 +418,7 @@ fn failing_each_storage_operation_returns_errors_and_keeps_the_channel_readable(
                 from_op,
                 once,
                 kind,
-                only_dir_syncs: false,
+                only: None,
             });
             let what = format!("op {from_op} failing ({kind:?}, once: {once})");
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| error_workload(&sim, dir)))
@@ -481,7 +481,7 @@ fn read_then_fail_a_dir_sync(
         from_op: 1,
         once: true,
         kind: std::io::ErrorKind::Other,
-        only_dir_syncs: true,
+        only: Some(crate::storage::sim::dir_syncs),
     });
     (sim, ch, tx, rx)
 }

@@ -533,7 +533,7 @@ mod tests {
             from_op: 1,
             once: true,
             kind: std::io::ErrorKind::Other,
-            only_dir_syncs: true,
+            only: Some(crate::storage::sim::dir_syncs),
         });
         assert!(matches!(
             ch.typed_tx::<A, Nothing>(),

@@ -236,16 +236,17 @@ impl<S: Storage> Shared<S> {
                 None
             }
         };
-        if let Some((_, file)) = overdue {
-            // Sealed several segments ago: its pages have most likely been
-            // written back already, and this fsync finds little to do.
-            if let Err(e) = self.fsync_segments(|| file.sync_data()) {
-                return Err(self.poison_with(w, e));
-            }
-        }
         self.flusher.active_seg.store(new_id, Ordering::Release);
         self.compressor.kick();
         self.published_seq.fetch_max(w.next_seq, Ordering::AcqRel);
+        if let Some((old_id, file)) = overdue {
+            // Sealed several segments ago: its pages have most likely been
+            // written back already, and this fsync finds little to do. (After
+            // the rotation's bookkeeping: the rotation itself is done.)
+            if let Err(e) = self.fsync_segments(|| file.sync_data()) {
+                return Err(self.poison_segment(old_id, e));
+            }
+        }
         if sync {
             // The old segment was fsynced whole and published: its messages'
             // sends are done, even if a group commit covering them fails.
@@ -364,11 +365,17 @@ impl<S: Storage> Shared<S> {
 
     /// Poisons the sender side with `e` and returns the error for the caller.
     pub(crate) fn poison_with(&self, w: &Writer<S>, e: std::io::Error) -> SendError {
+        self.poison_segment(w.id, e)
+    }
+
+    /// [`poison_with`](Self::poison_with) for a failure on segment `id`
+    /// (not necessarily the active one).
+    fn poison_segment(&self, id: u64, e: std::io::Error) -> SendError {
         let source = Arc::new(e);
         let _ = self.poison.set(Arc::clone(&source));
-        tracing::error!(segment = w.id, error = %source, "channel writer poisoned");
+        tracing::error!(segment = id, error = %source, "channel writer poisoned");
         SendError::Io {
-            path: self.dir.join(format::segment_file_name(w.id)),
+            path: self.dir.join(format::segment_file_name(id)),
             source,
         }
     }
@@ -563,6 +570,7 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
 pub(crate) struct SyncState {
     /// Every message below this sequence number is durable.
     pub synced: u64,
-    /// A leader (a `sync_to` caller or the flusher) is syncing now.
+    /// A leader (a `sync_to` caller: a sender, `sync()` or `close()`) is
+    /// syncing now.
     pub in_progress: bool,
 }

@@ -410,8 +410,11 @@ impl MapWriter {
     }
 
     /// Copies `parts` one after another to the write position, then moves the
-    /// position `advance` bytes on (which leaves padding untouched: it is zero
-    /// already). Returns `false`, writing nothing, when the map is too short.
+    /// position `advance` bytes on, leaving the padding as it is: zero in a
+    /// new or zero-filled segment, old bytes in a recycled spare of `Sync`
+    /// mode (which fills nothing ahead; no reader looks at padding, and the
+    /// frames' CRCs do not cover it). Returns `false`, writing nothing, when
+    /// the map is too short.
     #[inline]
     pub(crate) fn append(&mut self, parts: &[&[u8]], advance: usize) -> bool {
         self.append_with(parts, advance, |_| {})

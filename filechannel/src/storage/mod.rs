@@ -71,7 +71,10 @@ pub trait StorageFile: Send + Sync + 'static {
     fn len(&self) -> io::Result<u64>;
     /// Reserves disk blocks for the first `len` bytes and makes the file at
     /// least that long, so that later writes through a map cannot meet a full
-    /// disk (which would be a SIGBUS, not an error).
+    /// disk (which would be a SIGBUS, not an error). Where the file system
+    /// has no `fallocate`, the disk backend writes zeros past the current
+    /// length only: holes below it (a recycled spare that was sparse) stay
+    /// holes there.
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

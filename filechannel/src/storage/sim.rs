@@ -49,9 +49,15 @@ pub struct FailPlan {
     pub once: bool,
     /// The error: `StorageFull` for ENOSPC, anything else for EIO.
     pub kind: io::ErrorKind,
-    /// Count only directory fsyncs: `from_op` is then the n-th directory
-    /// fsync from the plan on (1-based), not an operation number.
-    pub only_dir_syncs: bool,
+    /// Count only the operations this accepts (e.g. [`dir_syncs`]):
+    /// `from_op` is then the n-th of them from the plan on (1-based), not
+    /// an operation number.
+    pub only: Option<fn(&OpKind) -> bool>,
+}
+
+/// For [`FailPlan::only`]: directory fsyncs.
+pub fn dir_syncs(op: &OpKind) -> bool {
+    matches!(op, OpKind::SyncDir(_))
 }
 
 /// A file's bytes, kept at a fixed address while mapped.
@@ -114,8 +120,8 @@ struct State {
     log: Vec<(u64, OpKind)>,
     /// Operations failed by the [`FailPlan`].
     failed: Vec<(u64, OpKind)>,
-    /// Directory fsyncs since the plan was set (`FailPlan::only_dir_syncs`).
-    dir_syncs_since_plan: u64,
+    /// Operations counted since the plan was set (`FailPlan::only`).
+    counted_since_plan: u64,
 }
 
 impl State {
@@ -130,11 +136,12 @@ impl State {
             return Err(io::Error::other("simulated crash"));
         }
         let counted = match self.fail {
-            Some(plan) if plan.only_dir_syncs => {
-                if matches!(kind, OpKind::SyncDir(_)) {
-                    self.dir_syncs_since_plan += 1;
+            Some(FailPlan { only: Some(only), .. }) => {
+                let counts = only(&kind);
+                if counts {
+                    self.counted_since_plan += 1;
                 }
-                matches!(kind, OpKind::SyncDir(_)).then_some(self.dir_syncs_since_plan)
+                counts.then_some(self.counted_since_plan)
             }
             _ => Some(self.ops),
         };
@@ -252,7 +259,7 @@ impl SimStorage {
     pub fn fail(&self, plan: FailPlan) {
         let mut st = self.state();
         st.fail = Some(plan);
-        st.dir_syncs_since_plan = 0;
+        st.counted_since_plan = 0;
     }
 
     /// Operations so far.
