@@ -176,8 +176,8 @@ pub(crate) struct Catalog<S: Storage> {
     /// until a new acking receiver takes over (it starts at or before them).
     pub ghosts: Vec<Arc<Cursor>>,
     pub head: HeadFile<S>,
-    /// Spare segment files and their lengths.
-    pub spares: Vec<(PathBuf, u64)>,
+    /// Spare segment files, each locked exclusively through its handle.
+    pub spares: Vec<Spare<S>>,
     /// Set when the channel is closed: the directory lock is gone, so
     /// nothing may change files any more.
     pub closed: bool,
@@ -209,6 +209,19 @@ pub(crate) struct Catalog<S: Storage> {
 /// before a rotation fsyncs the oldest of them.
 pub(crate) const MAX_UNSYNCED: usize = 8;
 
+/// A consumed segment file kept for reuse. Its handle holds an exclusive
+/// `flock` from when it was kept (taken without waiting: nobody, in any
+/// process, held a lock on it, so nobody mapped it) until a rotation has
+/// rewritten its header: a receiver that opened the file by its old segment
+/// name (one of a closed channel, in this process or another) cannot take
+/// its shared lock meanwhile, and once it can, the header names another
+/// segment and it maps nothing more (`enter`).
+pub(crate) struct Spare<S: Storage> {
+    pub path: PathBuf,
+    pub len: u64,
+    pub file: S::File,
+}
+
 /// What a receiver gets when it enters a segment.
 pub(crate) struct Entered {
     pub map: Arc<SegmentMap>,
@@ -227,12 +240,12 @@ impl<S: Storage> Catalog<S> {
     /// not be on disk yet, and after a power loss the next segment's header
     /// would sit in a file still named as the old segment (an open that
     /// fails on the mismatch).
-    pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<(PathBuf, u64)> {
+    pub(crate) fn take_spare(&mut self, config: &Builder, first_len: u64) -> Option<Spare<S>> {
         if self.dir_unsynced {
             return None;
         }
         let need = config.segment_capacity(first_len);
-        let i = self.spares.iter().position(|(_, len)| *len >= need)?;
+        let i = self.spares.iter().position(|s| s.len >= need)?;
         Some(self.spares.swap_remove(i))
     }
 
@@ -342,13 +355,14 @@ impl<S: Storage> Catalog<S> {
         let path = dir.join(segment_file_name(id));
         if self.segments.get(&id).is_some_and(|m| m.packed.is_some()) {
             storage.remove(&dir.join(compressed_file_name(id)))?;
-        } else if self.spares.len() < MAX_SPARES && !storage.is_mapped(&path) {
-            // A file someone still maps (a receiver of an earlier, closed
-            // channel on this directory, say) is deleted, never rewritten.
-            let len = storage.open(&path, false)?.len()?;
+        } else if let Some(file) = (self.spares.len() < MAX_SPARES && !storage.is_mapped(&path))
+            .then(|| lock_for_reuse(storage, &path))
+            .flatten()
+        {
+            let len = file.len()?;
             let spare = dir.join(spare_file_name(id));
             storage.rename(&path, &spare)?;
-            self.spares.push((spare, len));
+            self.spares.push(Spare { path: spare, len, file });
         } else {
             storage.remove(&path)?;
         }
@@ -374,6 +388,15 @@ impl<S: Storage> Catalog<S> {
         }
         Ok(())
     }
+}
+
+/// Opens `path` for writing and locks it exclusively, without waiting, for
+/// reuse as a spare; `None` if someone, in any process, holds a lock on it
+/// (a receiver mapping it: it is deleted, never rewritten) or it cannot be
+/// opened or locked.
+pub(crate) fn lock_for_reuse<S: Storage>(storage: &S, path: &Path) -> Option<S::File> {
+    let file = storage.open(path, true).ok()?;
+    matches!(file.try_lock(true), Ok(true)).then_some(file)
 }
 
 /// Maps segment `id` read-only for a receiver (for the active segment the map
@@ -430,6 +453,32 @@ pub(crate) fn enter<S: Storage>(
             };
         }
         let mapped = storage.open(&path, false).and_then(|file| {
+            // Mapped under a shared lock, which the map keeps: no owner of
+            // the directory, in any process, recycles the file meanwhile. A
+            // file locked exclusively is being recycled, and one whose header
+            // names another segment has been: both are as good as gone (a
+            // receiver of a closed channel that opened it by its old name).
+            let gone = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the segment file has been recycled by the directory's owner",
+                )
+            };
+            if !file.try_lock(false)? {
+                return Err(gone());
+            }
+            let mut header = [0u8; crate::format::SEGMENT_HEADER_LEN as usize];
+            file.read_exact_at(&mut header, 0)?;
+            match crate::format::SegmentHeader::from_bytes(&header) {
+                Ok(h) if h.id == id => {}
+                Ok(_) => return Err(gone()),
+                Err(problem) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("the segment header does not check out ({problem:?})"),
+                    ));
+                }
+            }
             let len = file.len()?;
             file.map(len, false)
         });

@@ -1070,6 +1070,160 @@ mod tests {
         Ok(())
     }
 
+    /// A consumed segment on which somebody else holds a shared lock (a
+    /// receiver in another process maps it: `is_mapped` cannot see that) is
+    /// deleted, never kept as a spare to be rewritten.
+    #[test]
+    fn a_segment_locked_elsewhere_is_deleted_not_recycled() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::{OpKind, SimStorage};
+        use crate::storage::{Storage as _, StorageFile as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let mut rx = ch.rx();
+        let first = std::path::Path::new("/ch").join(crate::format::segment_file_name(1));
+        let elsewhere = sim.open(&first, false)?;
+        assert!(elsewhere.try_lock(false)?);
+        // Segments 1 to 3 consumed: 1 is deleted, 2 and 3 kept as spares.
+        rotate_through(&ch, &mut rx, 4, |s| s.spare_segments >= 2)?;
+        let recycled = sim
+            .log()
+            .iter()
+            .any(|(_, op)| matches!(op, OpKind::Rename(from, _) if *from == first));
+        assert!(!recycled, "a segment locked by someone else became a spare");
+        assert!(
+            !sim.list(std::path::Path::new("/ch"))?
+                .contains(&crate::format::segment_file_name(1))
+        );
+        ch.close()?;
+        Ok(())
+    }
+
+    /// A receiver maps a segment under a shared lock, which lasts as long as
+    /// its map: nobody can take the exclusive lock that recycling needs.
+    #[test]
+    fn a_receiver_holds_a_shared_lock_on_what_it_maps() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::SimStorage;
+        use crate::storage::{Storage as _, StorageFile as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        tx.send(b"a")?;
+        tx.send(&FILLER)?;
+        tx.send(&FILLER)?;
+        assert_eq!(rx.recv()?, b"a");
+        let first = std::path::Path::new("/ch").join(crate::format::segment_file_name(1));
+        let recycler = sim.open(&first, true)?;
+        assert!(
+            !recycler.try_lock(true)?,
+            "segment 1 is mapped by a receiver without a lock"
+        );
+        drop(rx);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !recycler.try_lock(true)? {
+            assert!(Instant::now() < deadline, "the lock outlived the receiver's map");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ch.close()?;
+        Ok(())
+    }
+
+    /// A spare stays locked exclusively until a rotation has rewritten its
+    /// header; then anyone may lock it, and finds the new segment's header.
+    #[test]
+    fn a_spare_is_locked_until_its_header_is_rewritten() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
+        use crate::storage::sim::{OpKind, SimStorage};
+        use crate::storage::{Storage as _, StorageFile as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let mut rx = ch.rx();
+        rotate_through(&ch, &mut rx, 4, |s| s.spare_segments >= 2)?;
+        let spares = spare_files(&sim)?;
+        assert!(!spares.is_empty());
+        for path in &spares {
+            let stale = sim.open(path, false)?;
+            assert!(!stale.try_lock(false)?, "{} is not locked", path.display());
+        }
+        let logged = sim.log().len();
+        rotate_through(&ch, &mut rx, 1, |_| true)?;
+        let reused: Vec<_> = sim.log()[logged..]
+            .iter()
+            .filter_map(|(_, op)| match op {
+                OpKind::Rename(from, to) if spares.contains(from) => Some(to.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reused.len(), 1, "the rotation reused no spare");
+        let segment = sim.open(&reused[0], false)?;
+        assert!(segment.try_lock(false)?, "the reused spare is still locked");
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        segment.read_exact_at(&mut header, 0)?;
+        let id = SegmentHeader::from_bytes(&header).map_err(|e| format!("{e:?}"))?.id;
+        assert_eq!(
+            reused[0].file_name(),
+            Some(std::ffi::OsStr::new(&segment_file_name(id)))
+        );
+        ch.close()?;
+        Ok(())
+    }
+
+    /// A receiver that finds another segment's header in the file it opened
+    /// (recycled under it: it opened the file by its old name) maps nothing
+    /// and reports the segment gone; before, it read on from the new bytes.
+    #[test]
+    fn a_receiver_maps_nothing_from_a_file_with_another_segments_header() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::format::{SegmentHeader, segment_file_name};
+        use crate::storage::sim::SimStorage;
+        use crate::storage::{Storage as _, StorageFile as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        tx.send(b"a")?;
+        tx.send(&FILLER)?;
+        tx.send(&FILLER)?;
+        assert_eq!(rx.recv()?, b"a");
+        assert_eq!(rx.recv()?, FILLER);
+        // Segment 2, not entered yet, now says it is segment 9.
+        let second = std::path::Path::new("/ch").join(segment_file_name(2));
+        let file = sim.open(&second, true)?;
+        let header = SegmentHeader {
+            id: 9,
+            base_seq: 1,
+            base_pos: 0,
+        };
+        file.write_all_at(&header.to_bytes(), 0)?;
+        match rx.try_recv() {
+            Err(crate::TryRecvError::Failed(crate::RecvError::Io { source, .. })) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}")
+            }
+            other => panic!("expected the segment to count as gone: {:?}", other.map(|m| m.len())),
+        }
+        drop(rx);
+        ch.close()?;
+        Ok(())
+    }
+
+    /// At open, a spare somebody holds a lock on (a receiver of an earlier
+    /// owner may map it) is deleted, not kept for reuse.
+    #[test]
+    fn a_reopen_deletes_a_spare_someone_locks() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::SimStorage;
+        use crate::storage::{Storage as _, StorageFile as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        rotate_through(&ch, &mut ch.rx(), 4, |s| s.spare_segments >= 2)?;
+        ch.close()?;
+        drop(ch);
+        let spares = spare_files(&sim)?;
+        let elsewhere = sim.open(&spares[0], false)?;
+        assert!(elsewhere.try_lock(false)?, "the closed channel kept its spare locked");
+        let ch = sim_channel(&sim)?;
+        assert_eq!(ch.stats().spare_segments, spares.len() - 1);
+        assert!(!spare_files(&sim)?.contains(&spares[0]), "the locked spare was kept");
+        ch.close()?;
+        Ok(())
+    }
+
     /// A spare that somebody maps when a rotation would reuse it (a receiver
     /// of an earlier, closed channel on this directory that opened it by its
     /// segment name just before GC renamed it) is not rewritten: the

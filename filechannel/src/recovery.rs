@@ -43,7 +43,7 @@ pub(crate) struct Active<S: Storage> {
 pub(crate) struct Recovered<S: Storage> {
     pub segments: BTreeMap<u64, SegMeta>,
     pub active: Active<S>,
-    pub spares: Vec<(PathBuf, u64)>,
+    pub spares: Vec<crate::catalog::Spare<S>>,
 }
 
 /// Recovers the channel in `dir` (already locked by the caller). Everything
@@ -344,11 +344,11 @@ fn usable_spares<S: Storage>(
     config: &Builder,
     spares: Vec<PathBuf>,
     newest: u64,
-) -> Result<Vec<(PathBuf, u64)>, Error> {
+) -> Result<Vec<crate::catalog::Spare<S>>, Error> {
     let mut kept = Vec::with_capacity(spares.len());
     let mut removed = false;
     for path in spares {
-        let file = storage.open(&path, false).map_err(|e| Error::io(&path, e))?;
+        let file = storage.open(&path, true).map_err(|e| Error::io(&path, e))?;
         let len = file.len().map_err(|e| Error::io(&path, e))?;
         let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
         let ahead = file
@@ -356,15 +356,19 @@ fn usable_spares<S: Storage>(
             .ok()
             .and_then(|()| SegmentHeader::from_bytes(&b).ok())
             .is_some_and(|h| h.id > newest);
-        drop(file);
         let why = if ahead {
             "it holds frames of a segment not created yet (a rotation lost to a power loss)"
         } else if len < config.segment_capacity(0) {
             "it is smaller than a segment under the current settings"
+        } else if !matches!(file.try_lock(true), Ok(true)) {
+            // A receiver of an earlier owner's channel that opened it by its
+            // segment name may map it: deleted, never rewritten.
+            "it is locked: someone may map it"
         } else {
-            kept.push((path, len));
+            kept.push(crate::catalog::Spare { path, len, file });
             continue;
         };
+        drop(file);
         tracing::warn!(path = %path.display(), newest, reason = why, "deleting a spare segment file");
         match storage.remove(&path) {
             Ok(()) => removed = true,
@@ -627,7 +631,7 @@ pub(crate) fn create_segment<S: Storage>(
     storage: &S,
     dir: &Path,
     config: &Builder,
-    spare: &mut Option<PathBuf>,
+    spare: &mut Option<crate::catalog::Spare<S>>,
     id: u64,
     base_seq: u64,
     base_pos: u64,
@@ -637,32 +641,42 @@ pub(crate) fn create_segment<S: Storage>(
     let path = dir.join(segment_file_name(id));
     let header = SegmentHeader { id, base_seq, base_pos }.to_bytes();
     let io = |e| Error::io(&path, e);
-    if let Some(from) = spare.take_if(|from| storage.is_mapped(from)) {
-        // GC checks this before keeping a file as a spare, but a receiver of
-        // an earlier, closed channel on this directory (which this one's
-        // catalog does not know) may have opened the file by its segment
-        // name just before and mapped it since: what someone maps is never
+    if let Some(s) = spare.take_if(|s| storage.is_mapped(&s.path)) {
+        // A second line of defence: the spare's exclusive lock keeps out
+        // anyone who takes the shared lock first, as receivers do, so this
+        // process cannot map it since GC kept it; what someone maps is never
         // rewritten. A new file is made instead.
-        if let Err(e) = storage.remove(&from) {
-            tracing::warn!(path = %from.display(), error = %e, "could not delete a spare segment file that is still mapped");
+        if let Err(e) = storage.remove(&s.path) {
+            tracing::warn!(path = %s.path.display(), error = %e, "could not delete a spare segment file that is still mapped");
         }
     }
-    let file = match spare.as_deref() {
-        Some(from) => {
+    let file = match spare.take() {
+        Some(s) => {
             // Header first, then the rename: `segment.N` never exists without
             // its own header. Stale frames after it fail their CRC, which
-            // covers the segment id.
-            let spare_io = |e| Error::io(from, e);
-            let f = storage.open(from, true).map_err(spare_io)?;
-            // Its blocks reserved as a fresh segment's are: a spare with
-            // holes (a sparse copy of the directory) would meet a full disk
-            // as SIGBUS in a store through the map.
-            f.len().and_then(|len| f.allocate(len)).map_err(spare_io)?;
-            f.write_all_at(&header, 0).map_err(spare_io)?;
-            f.sync_data().map_err(spare_io)?;
-            storage.rename(from, &path).map_err(io)?;
-            *spare = None;
-            f
+            // covers the segment id. Its blocks are reserved as a fresh
+            // segment's are: a spare with holes (a sparse copy of the
+            // directory) would meet a full disk as SIGBUS in a store through
+            // the map. Then the spare's exclusive lock goes: whoever locks
+            // the file from now on finds this segment's header (receivers
+            // check it), and this channel's receivers must lock it to read.
+            let f = &s.file;
+            let setup = f
+                .len()
+                .and_then(|len| f.allocate(len))
+                .and_then(|()| f.write_all_at(&header, 0))
+                .and_then(|()| f.sync_data())
+                .and_then(|()| f.unlock());
+            let failed = match setup {
+                Err(e) => Some(Error::io(&s.path, e)),
+                Ok(()) => storage.rename(&s.path, &path).err().map(io),
+            };
+            if let Some(e) = failed {
+                // Still a spare, for the caller to use again.
+                *spare = Some(s);
+                return Err(e);
+            }
+            s.file
         }
         None => {
             let f = storage.create_new(&path).map_err(io)?;

@@ -157,12 +157,11 @@ impl<S: Storage> Shared<S> {
         let sync = self.config.durability == Durability::Sync;
         let new_id = w.id + 1;
         let seal_pos = w.channel_pos() + FRAME_HEADER_LEN;
-        let taken = self
+        let mut spare = self
             .catalog
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take_spare(&self.config, first_len);
-        let (mut spare, spare_len) = taken.map_or((None, 0), |(path, len)| (Some(path), len));
         let created = create_segment(
             &self.storage,
             &self.dir,
@@ -174,11 +173,11 @@ impl<S: Storage> Shared<S> {
             first_len,
             sync,
         );
-        if let Some(path) = spare {
+        if let Some(spare) = spare {
             // Not renamed: still a spare (its reuse failed on a full disk,
             // say), counted and tried again at the next rotation.
             let mut cat = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
-            cat.spares.push((path, spare_len));
+            cat.spares.push(spare);
         }
         let active = match created {
             Ok(a) => a,

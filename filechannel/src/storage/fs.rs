@@ -216,6 +216,24 @@ impl StorageFile for FsFile {
         self.0.sync_data()
     }
 
+    fn try_lock(&self, exclusive: bool) -> io::Result<bool> {
+        use rustix::fs::{FlockOperation, flock};
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        match retry_interrupted(|| flock(&self.0, op)) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        retry_interrupted(|| rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock)).map_err(Into::into)
+    }
+
     fn map(&self, len: u64, writable: bool) -> io::Result<FsMap> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
         let mut opts = memmap2::MmapOptions::new();
@@ -335,6 +353,29 @@ mod tests {
 
     /// `write_zeros` zeroes exactly the range asked for, whatever its length
     /// against its 64 KiB buffer and 1 MiB calls.
+    #[test]
+    fn a_lock_lasts_as_long_as_a_map_made_under_it() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        Fs.create_new(&path)?.allocate(4096)?;
+        let reader = Fs.open(&path, false)?;
+        assert!(reader.try_lock(false)?);
+        let map = reader.map(4096, false)?;
+        drop(reader);
+        let recycler = Fs.open(&path, true)?;
+        assert!(!recycler.try_lock(true)?, "the shared lock went with the descriptor");
+        assert!(
+            Fs.open(&path, false)?.try_lock(false)?,
+            "shared locks exclude each other"
+        );
+        drop(map);
+        assert!(recycler.try_lock(true)?, "the shared lock outlived the map");
+        assert!(!Fs.open(&path, false)?.try_lock(false)?);
+        recycler.unlock()?;
+        assert!(Fs.open(&path, false)?.try_lock(false)?);
+        Ok(())
+    }
+
     #[test]
     fn an_interrupted_call_is_run_again() {
         let mut calls = 0;

@@ -91,6 +91,21 @@ pub trait StorageFile: Send + Sync + 'static {
     }
     /// Makes the file's data (written by any path, maps included) durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Takes an advisory lock on the file without waiting (`flock`: shared,
+    /// or with `exclusive` exclusive), held through this handle and every
+    /// map made from it until [`unlock`](Self::unlock) or until the last of
+    /// them goes, by any process. `Ok(false)` when a conflicting lock is
+    /// held. Receivers hold a shared lock on each sealed segment they map;
+    /// a segment file is recycled only under an exclusive one (see
+    /// `DESIGN.md` §3). The default takes every lock at once.
+    fn try_lock(&self, _exclusive: bool) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// Releases the lock taken through this handle (for every map made from
+    /// it too).
+    fn unlock(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Maps the first `len` bytes, which must exist; writable maps are shared
     /// with the file.
     fn map(&self, len: u64, writable: bool) -> io::Result<Self::Map>;

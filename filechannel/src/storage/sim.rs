@@ -71,6 +71,69 @@ struct Data {
 struct Inode {
     data: Mutex<Data>,
     maps: AtomicUsize,
+    /// Advisory (`flock`) locks held on it.
+    flock: Mutex<Flock>,
+}
+
+/// The `flock` locks on an inode: shared holders, or one exclusive one.
+#[derive(Default)]
+struct Flock {
+    shared: usize,
+    exclusive: bool,
+}
+
+/// An open file description: what a `flock` lock belongs to. Each `open`
+/// makes one; a map made from a file keeps it, as the kernel's map keeps
+/// the file, so a lock lasts until the handle and its maps are all gone.
+struct Ofd {
+    inode: Arc<Inode>,
+    /// The lock held through it: `Some(exclusive)`.
+    held: Mutex<Option<bool>>,
+}
+
+impl Ofd {
+    fn new(inode: Arc<Inode>) -> Arc<Ofd> {
+        Arc::new(Ofd {
+            inode,
+            held: Mutex::new(None),
+        })
+    }
+
+    fn try_lock(&self, exclusive: bool) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = self.inode.flock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Converting: our own lock does not conflict with the new one.
+        match held.take() {
+            Some(true) => f.exclusive = false,
+            Some(false) => f.shared -= 1,
+            None => {}
+        }
+        let free = !f.exclusive && (!exclusive || f.shared == 0);
+        let now = if free { Some(exclusive) } else { None };
+        match now {
+            Some(true) => f.exclusive = true,
+            Some(false) => f.shared += 1,
+            None => {}
+        }
+        *held = now;
+        free
+    }
+
+    fn unlock(&self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = self.inode.flock.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.take() {
+            Some(true) => f.exclusive = false,
+            Some(false) => f.shared -= 1,
+            None => {}
+        }
+    }
+}
+
+impl Drop for Ofd {
+    fn drop(&mut self) {
+        self.unlock();
+    }
 }
 
 impl Inode {
@@ -192,6 +255,7 @@ impl State {
                 durable: Vec::new(),
             }),
             maps: AtomicUsize::new(0),
+            flock: Mutex::new(Flock::default()),
         });
         self.inodes.insert(self.next_ino, Arc::clone(&inode));
         self.live.insert(path.to_path_buf(), self.next_ino);
@@ -349,6 +413,7 @@ impl Snapshot {
 pub struct SimFile {
     path: PathBuf,
     inode: Arc<Inode>,
+    ofd: Arc<Ofd>,
     state: Arc<Mutex<State>>,
 }
 
@@ -413,6 +478,8 @@ pub struct SimMap {
     ptr: *mut u8,
     len: usize,
     inode: Arc<Inode>,
+    /// The file description it was made through: its lock lasts as long.
+    _ofd: Arc<Ofd>,
 }
 
 impl std::fmt::Debug for SimMap {
@@ -492,6 +559,7 @@ impl Storage for SimStorage {
         let (_, inode) = st.create(path);
         Ok(SimFile {
             path: path.to_path_buf(),
+            ofd: Ofd::new(Arc::clone(&inode)),
             inode,
             state: Arc::clone(&self.state),
         })
@@ -503,6 +571,7 @@ impl Storage for SimStorage {
         let (_, inode) = st.inode(path)?;
         Ok(SimFile {
             path: path.to_path_buf(),
+            ofd: Ofd::new(Arc::clone(&inode)),
             inode,
             state: Arc::clone(&self.state),
         })
@@ -517,6 +586,7 @@ impl Storage for SimStorage {
         };
         Ok(SimFile {
             path: path.to_path_buf(),
+            ofd: Ofd::new(Arc::clone(&inode)),
             inode,
             state: Arc::clone(&self.state),
         })
@@ -632,6 +702,15 @@ impl StorageFile for SimFile {
         Ok(())
     }
 
+    fn try_lock(&self, exclusive: bool) -> io::Result<bool> {
+        Ok(self.ofd.try_lock(exclusive))
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        self.ofd.unlock();
+        Ok(())
+    }
+
     fn map(&self, len: u64, _writable: bool) -> io::Result<SimMap> {
         self.op(OpKind::Other)?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
@@ -644,6 +723,7 @@ impl StorageFile for SimFile {
             ptr: d.buf.as_mut_ptr(),
             len,
             inode: Arc::clone(&self.inode),
+            _ofd: Arc::clone(&self.ofd),
         })
     }
 }
