@@ -226,6 +226,11 @@ impl StorageFile for FsFile {
         match retry_interrupted(|| flock(&self.0, op)) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+            // A file system without `flock` (some FUSE and network ones):
+            // receivers read as if they held the lock, and nothing is
+            // recycled (an exclusive lock is never had), so no map can be
+            // rewritten; rotations then make new files.
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::NOLCK) => Ok(!exclusive),
             Err(e) => Err(e.into()),
         }
     }
