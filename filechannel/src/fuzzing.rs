@@ -36,8 +36,9 @@ fn read_all(ch: &FileChannel<SimStorage>) -> usize {
 }
 
 /// Target D1: `data` describes a directory (files named like the channel's,
-/// with arbitrary contents, often mutations of real ones); open it and read
-/// everything. Layout: repeated `[kind u8][number u8][len u16 LE][bytes]`.
+/// with arbitrary contents, often mutations of real ones); open it, read
+/// everything and the schema registry. Layout: repeated `[kind u8][number
+/// u8][len u16 LE][bytes]`.
 pub fn open_arbitrary_directory(data: &[u8]) {
     let mut files = BTreeMap::new();
     let mut rest = data;
@@ -49,12 +50,13 @@ pub fn open_arbitrary_directory(data: &[u8]) {
         );
         let body = &rest[4..(4 + len).min(rest.len())];
         rest = &rest[(4 + len).min(rest.len())..];
-        let name = match kind % 5 {
+        let name = match kind % 6 {
             0 => format!("segment.{n:020}"),
             1 => format!("segment.{n:020}.z"),
             2 => format!("segment.{n:020}.z.tmp"),
             3 => format!("spare.{n:020}"),
-            _ => "head".to_string(),
+            4 => "head".to_string(),
+            _ => crate::REGISTRY_FILE.to_string(),
         };
         files.insert(Path::new(DIR).join(name), body.to_vec());
     }
@@ -63,6 +65,8 @@ pub fn open_arbitrary_directory(data: &[u8]) {
         read_all(&ch);
         let _ = ch.tx().send(b"still writable");
         read_all(&ch);
+        // A registry that does not parse is an error, never a panic.
+        let _ = ch.schemas();
     }
 }
 
@@ -86,6 +90,8 @@ pub fn encode_directory(files: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<u8> {
             (kind, digits.parse().unwrap_or(0))
         } else if name == "head" {
             (4, 0)
+        } else if name == crate::REGISTRY_FILE {
+            (5, 0)
         } else {
             continue;
         };
@@ -378,6 +384,14 @@ mod tests {
         )
         .unwrap();
         std::fs::write(corpus_dir("open_arbitrary_directory").join("seed-empty"), b"").unwrap();
+        let registry = "# filechannel schema registry v1: name-hash version fingerprint name<TAB>shape\n\
+                        0123456789abcdef 1 fedcba9876543210 shop.Order\tstruct{id:u64}\n";
+        let files = BTreeMap::from([(Path::new(DIR).join(crate::REGISTRY_FILE), registry.as_bytes().to_vec())]);
+        std::fs::write(
+            corpus_dir("open_arbitrary_directory").join("seed-registry"),
+            encode_directory(&files),
+        )
+        .unwrap();
         std::fs::create_dir_all(corpus_dir("ops_with_crash")).unwrap();
         let ops: Vec<u8> = [200u8, 0]
             .into_iter()
