@@ -38,7 +38,10 @@ fn read_all(ch: &FileChannel<SimStorage>) -> usize {
 /// Target D1: `data` describes a directory (files named like the channel's,
 /// with arbitrary contents, often mutations of real ones); open it, read
 /// everything and the schema registry. Layout: repeated `[kind u8][number
-/// u8][len u16 LE][bytes]`.
+/// u8][len u16 LE][bytes]`. With the kind's top bit set, the file's
+/// checksums are made right ([`fix_checksums`]), so that mutated bytes get
+/// past them to what lies behind: frame lengths, flags and sequence numbers,
+/// compressed bodies and their declared lengths.
 pub fn open_arbitrary_directory(data: &[u8]) {
     let mut files = BTreeMap::new();
     let mut rest = data;
@@ -58,7 +61,11 @@ pub fn open_arbitrary_directory(data: &[u8]) {
             4 => "head".to_string(),
             _ => crate::REGISTRY_FILE.to_string(),
         };
-        files.insert(Path::new(DIR).join(name), body.to_vec());
+        let mut body = body.to_vec();
+        if kind & 0x80 != 0 {
+            fix_checksums(kind % 6, n, &mut body);
+        }
+        files.insert(Path::new(DIR).join(name), body);
     }
     let sim = SimStorage::from_image(Path::new(DIR), &files);
     if let Ok(ch) = open(&sim) {
@@ -67,6 +74,41 @@ pub fn open_arbitrary_directory(data: &[u8]) {
         read_all(&ch);
         // A registry that does not parse is an error, never a panic.
         let _ = ch.schemas();
+    }
+}
+
+/// Rewrites the checksums of a file of kind `kind` (as in
+/// [`open_arbitrary_directory`]) numbered `n` to match its bytes: a
+/// segment's (or spare's) header CRC and every whole frame's CRC, walking
+/// the frames by their lengths; a compressed segment's body length, body CRC
+/// and header CRC.
+fn fix_checksums(kind: u8, n: u64, bytes: &mut [u8]) {
+    use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, fill_crc, frame_len, segment_seed};
+    let header = SEGMENT_HEADER_LEN as usize;
+    match kind {
+        0 | 3 if bytes.len() >= header => {
+            let crc = crc32fast::hash(&bytes[..60]);
+            bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+            let seed = segment_seed(n);
+            let mut at = header;
+            while let Some(head) = bytes.get(at..at + FRAME_HEADER_LEN as usize) {
+                let len = u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+                let end = at as u64 + FRAME_HEADER_LEN + len;
+                let Some(frame) = usize::try_from(end).ok().and_then(|end| bytes.get_mut(at..end)) else {
+                    break;
+                };
+                fill_crc(seed, frame);
+                at += frame_len(len) as usize;
+            }
+        }
+        1 if bytes.len() >= crate::compress::COMPRESSED_HEADER_LEN => {
+            let (head, body) = bytes.split_at_mut(crate::compress::COMPRESSED_HEADER_LEN);
+            head[64..72].copy_from_slice(&(body.len() as u64).to_le_bytes());
+            head[72..76].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+            let crc = crc32fast::hash(&head[..92]);
+            head[92..96].copy_from_slice(&crc.to_le_bytes());
+        }
+        _ => {}
     }
 }
 
@@ -381,6 +423,19 @@ mod tests {
         std::fs::write(
             corpus_dir("open_arbitrary_directory").join("seed-real-channel"),
             encode_directory(&image),
+        )
+        .unwrap();
+        // The same with the checksum fix-up on for every file: mutations of
+        // it reach what the checksums guard.
+        let mut fixed = encode_directory(&image);
+        let mut at = 0;
+        while at + 4 <= fixed.len() {
+            fixed[at] |= 0x80;
+            at += 4 + usize::from(u16::from_le_bytes([fixed[at + 2], fixed[at + 3]]));
+        }
+        std::fs::write(
+            corpus_dir("open_arbitrary_directory").join("seed-real-channel-fixed"),
+            fixed,
         )
         .unwrap();
         std::fs::write(corpus_dir("open_arbitrary_directory").join("seed-empty"), b"").unwrap();
