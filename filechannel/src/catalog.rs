@@ -211,8 +211,8 @@ pub(crate) const MAX_UNSYNCED: usize = 8;
 
 /// A consumed segment file kept for reuse. Its handle holds an exclusive
 /// `flock` from when it was kept (taken without waiting: nobody, in any
-/// process, held a lock on it, so nobody mapped it) until a rotation has
-/// rewritten its header: a receiver that opened the file by its old segment
+/// process, held a lock on it, so no receiver mapped it) until a rotation has
+/// rewritten its header and renamed it: a receiver that opened the file by its old segment
 /// name (one of a closed channel, in this process or another) cannot take
 /// its shared lock meanwhile, and once it can, the header names another
 /// segment and it maps nothing more (`enter`).

@@ -539,7 +539,12 @@ impl<S: Storage> Shared<S> {
             if let Err(e) = head {
                 tracing::warn!(path = %cat.head.path().display(), error = %e, "could not record the head at close");
             }
-            // The lock goes next: from now on nothing may change files.
+            // The lock goes next: from now on nothing may change files. The
+            // spares' descriptors go too, and their exclusive locks with
+            // them: a receiver kept after `close` keeps the channel alive,
+            // and the next owner would find its spares locked and delete
+            // them while these descriptors still held their blocks.
+            cat.spares.clear();
             cat.closed = true;
         }
         self.notify.notify_all();
@@ -1203,6 +1208,57 @@ mod tests {
         Ok(())
     }
 
+    /// `close` lets its spares go (descriptors and locks) even while a
+    /// receiver keeps the closed channel alive: the next owner reuses them.
+    /// They used to stay locked, and the next open deleted them.
+    #[test]
+    fn a_closed_channel_lets_its_spares_go() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::SimStorage;
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let mut rx = ch.rx();
+        rotate_through(&ch, &mut rx, 4, |s| s.spare_segments >= 2)?;
+        ch.close()?;
+        let next = sim_channel(&sim)?;
+        assert_eq!(next.stats().spare_segments, 2, "the next owner lost the spares");
+        assert!(matches!(rx.try_recv(), Err(crate::TryRecvError::Disconnected)));
+        next.close()?;
+        Ok(())
+    }
+
+    /// A spare whose rename into a segment fails (a full directory) stays a
+    /// spare and stays locked.
+    #[test]
+    fn a_spare_whose_rename_fails_stays_locked() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::{FailPlan, OpKind, SimStorage};
+        use crate::storage::{Storage as _, StorageFile as _};
+        let sim = SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        rotate_through(&ch, &mut rx, 4, |s| s.segments <= 1 && s.spare_segments >= 2)?;
+        fn renames(op: &OpKind) -> bool {
+            matches!(op, OpKind::Rename(..))
+        }
+        sim.fail(FailPlan {
+            from_op: 1,
+            once: true,
+            kind: std::io::ErrorKind::StorageFull,
+            only: Some(renames),
+        });
+        assert!(matches!(tx.send(&FILLER), Err(crate::SendError::DiskFull { .. })));
+        assert_eq!(ch.stats().spare_segments, 2);
+        for path in spare_files(&sim)? {
+            assert!(
+                !sim.open(&path, false)?.try_lock(false)?,
+                "{} is unlocked",
+                path.display()
+            );
+        }
+        tx.send(&FILLER)?;
+        ch.close()?;
+        Ok(())
+    }
+
     /// At open, a spare somebody holds a lock on (a receiver of an earlier
     /// owner may map it) is deleted, not kept for reuse.
     #[test]
@@ -1288,7 +1344,7 @@ mod tests {
         let failed = sim.failed();
         assert!(
             matches!(failed.as_slice(), [(_, OpKind::Other)]),
-            "the spare's open should have failed: {failed:?}"
+            "the spare's first operation (its length) should have failed: {failed:?}"
         );
         assert_eq!(ch.stats().spare_segments, spares, "the spare dropped out of the list");
         let logged = sim.log().len();

@@ -657,16 +657,16 @@ pub(crate) fn create_segment<S: Storage>(
             // covers the segment id. Its blocks are reserved as a fresh
             // segment's are: a spare with holes (a sparse copy of the
             // directory) would meet a full disk as SIGBUS in a store through
-            // the map. Then the spare's exclusive lock goes: whoever locks
-            // the file from now on finds this segment's header (receivers
-            // check it), and this channel's receivers must lock it to read.
+            // the map. Once renamed, the spare's exclusive lock goes:
+            // whoever locks the file from then on finds this segment's
+            // header (receivers check it), and this channel's receivers
+            // must lock it to read. A spare whose reuse fails stays locked.
             let f = &s.file;
             let setup = f
                 .len()
                 .and_then(|len| f.allocate(len))
                 .and_then(|()| f.write_all_at(&header, 0))
-                .and_then(|()| f.sync_data())
-                .and_then(|()| f.unlock());
+                .and_then(|()| f.sync_data());
             let failed = match setup {
                 Err(e) => Some(Error::io(&s.path, e)),
                 Ok(()) => storage.rename(&s.path, &path).err().map(io),
@@ -675,6 +675,11 @@ pub(crate) fn create_segment<S: Storage>(
                 // Still a spare, for the caller to use again.
                 *spare = Some(s);
                 return Err(e);
+            }
+            if let Err(e) = s.file.unlock() {
+                // Renamed but still locked: this channel's receivers could
+                // not read the segment. The writer stops (not "disk full").
+                return Err(Error::io(&path, io::Error::other(e.to_string())));
             }
             s.file
         }

@@ -229,8 +229,10 @@ impl StorageFile for FsFile {
             // A file system without `flock` (some FUSE and network ones):
             // receivers read as if they held the lock, and nothing is
             // recycled (an exclusive lock is never had), so no map can be
-            // rewritten; rotations then make new files.
-            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::NOLCK) => Ok(!exclusive),
+            // rewritten; rotations then make new files. (Not `ENOLCK`: out
+            // of lock records, or an NFS lock service down, may hit one
+            // caller and not the next, so it stays an error.)
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(!exclusive),
             Err(e) => Err(e.into()),
         }
     }
@@ -356,8 +358,8 @@ impl FsMap {
 mod tests {
     use super::*;
 
-    /// `write_zeros` zeroes exactly the range asked for, whatever its length
-    /// against its 64 KiB buffer and 1 MiB calls.
+    /// A `flock` taken through a descriptor lasts as long as a map made
+    /// through it, after the descriptor is closed: what receivers rely on.
     #[test]
     fn a_lock_lasts_as_long_as_a_map_made_under_it() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -401,6 +403,8 @@ mod tests {
         assert_eq!((r, calls), (Err(rustix::io::Errno::NOSPC), 1));
     }
 
+    /// `write_zeros` zeroes exactly the range asked for, whatever its length
+    /// against its 64 KiB buffer and 1 MiB calls.
     #[test]
     fn write_zeros_covers_exactly_the_range() {
         let dir = tempfile::tempdir().unwrap();
