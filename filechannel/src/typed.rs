@@ -1211,7 +1211,7 @@ impl<T: Message + ?Sized> Message for Box<T> {
         T::for_each_schema(f);
     }
 }
-impl<T: Message, C: Codec> Migrate<C> for Box<T> {}
+impl<T: Message + ?Sized, C: Codec> Migrate<C> for Box<T> {}
 /// A field's shape: the same as `T`'s. (A derived type's fingerprint also
 /// folds in each field's type as written, so `item: Box<Item>` and `item:
 /// Item` differ there; keeping `Box<T>`'s own fingerprint `T`'s keeps

@@ -624,6 +624,35 @@ fn box_str_and_box_slice_have_tags_of_their_own() {
     }
 }
 
+/// `Box<str>` and `Box<[T]>` are received as they are sent (their `Migrate`
+/// used to require a sized `T`: they could be sent, not received).
+#[test]
+fn box_str_and_box_slice_round_trip() {
+    use filechannel::codec::Postcard;
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open(dir.path(), Compression::None);
+    let mut words = ch.typed_rx::<Box<str>, Postcard>().unwrap();
+    let mut numbers = ch.typed_rx::<Box<[u32]>, Postcard>().unwrap();
+    ch.typed_tx::<Box<str>, Postcard>()
+        .unwrap()
+        .send(&Box::<str>::from("hello"))
+        .unwrap();
+    ch.typed_tx::<Box<[u32]>, Postcard>()
+        .unwrap()
+        .send(&Box::<[u32]>::from([1, 2, 3]))
+        .unwrap();
+    assert_eq!(&*words.recv().unwrap(), "hello");
+    // The first frame is the string's: another type for this receiver.
+    assert!(matches!(
+        numbers.recv(),
+        Err(RecvError::Decode {
+            source: DecodeError::WrongType { .. },
+            ..
+        })
+    ));
+    assert_eq!(&*numbers.recv().unwrap(), &[1, 2, 3]);
+}
+
 fn line_strategy() -> impl Strategy<Value = Line> {
     (".{0,12}", any::<u32>(), any::<i64>()).prop_map(|(sku, qty, price_cents)| Line { sku, qty, price_cents })
 }
