@@ -1103,6 +1103,26 @@ mod tests {
         Ok(())
     }
 
+    /// A channel whose first segment holds `a` and a [`FILLER`], the second
+    /// another [`FILLER`], and a receiver that has read `a`.
+    fn two_segments_one_read(
+        sim: &crate::storage::sim::SimStorage,
+    ) -> Result<
+        (
+            FileChannel<crate::storage::sim::SimStorage>,
+            crate::Receiver<crate::storage::sim::SimStorage>,
+        ),
+        Box<dyn std::error::Error>,
+    > {
+        let ch = sim_channel(sim)?;
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        tx.send(b"a")?;
+        tx.send(&FILLER)?;
+        tx.send(&FILLER)?;
+        assert_eq!(rx.recv()?, b"a");
+        Ok((ch, rx))
+    }
+
     /// A receiver maps a segment under a shared lock, which lasts as long as
     /// its map: nobody can take the exclusive lock that recycling needs.
     #[test]
@@ -1110,12 +1130,7 @@ mod tests {
         use crate::storage::sim::SimStorage;
         use crate::storage::{Storage as _, StorageFile as _};
         let sim = SimStorage::new();
-        let ch = sim_channel(&sim)?;
-        let (tx, mut rx) = (ch.tx(), ch.rx());
-        tx.send(b"a")?;
-        tx.send(&FILLER)?;
-        tx.send(&FILLER)?;
-        assert_eq!(rx.recv()?, b"a");
+        let (ch, rx) = two_segments_one_read(&sim)?;
         let first = std::path::Path::new("/ch").join(crate::format::segment_file_name(1));
         let recycler = sim.open(&first, true)?;
         assert!(
@@ -1181,12 +1196,7 @@ mod tests {
         use crate::storage::sim::SimStorage;
         use crate::storage::{Storage as _, StorageFile as _};
         let sim = SimStorage::new();
-        let ch = sim_channel(&sim)?;
-        let (tx, mut rx) = (ch.tx(), ch.rx());
-        tx.send(b"a")?;
-        tx.send(&FILLER)?;
-        tx.send(&FILLER)?;
-        assert_eq!(rx.recv()?, b"a");
+        let (ch, mut rx) = two_segments_one_read(&sim)?;
         assert_eq!(rx.recv()?, FILLER);
         // Segment 2, not entered yet, now says it is segment 9.
         let second = std::path::Path::new("/ch").join(segment_file_name(2));

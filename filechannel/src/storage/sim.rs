@@ -99,34 +99,38 @@ impl Ofd {
         })
     }
 
-    fn try_lock(&self, exclusive: bool) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Gives up the lock held through this description, if any; returns
+    /// the inode's locks, still locked, for the caller to go on with.
+    fn release(&self, held: &mut Option<bool>) -> MutexGuard<'_, Flock> {
         let mut f = self.inode.flock.lock().unwrap_or_else(PoisonError::into_inner);
-        // Converting: our own lock does not conflict with the new one.
         match held.take() {
             Some(true) => f.exclusive = false,
             Some(false) => f.shared -= 1,
             None => {}
         }
+        f
+    }
+
+    fn try_lock(&self, exclusive: bool) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        // Converting, as Linux does: the old lock goes first, and stays gone
+        // if the new one cannot be had.
+        let mut f = self.release(&mut held);
         let free = !f.exclusive && (!exclusive || f.shared == 0);
-        let now = if free { Some(exclusive) } else { None };
-        match now {
-            Some(true) => f.exclusive = true,
-            Some(false) => f.shared += 1,
-            None => {}
+        if free {
+            if exclusive {
+                f.exclusive = true;
+            } else {
+                f.shared += 1;
+            }
+            *held = Some(exclusive);
         }
-        *held = now;
         free
     }
 
     fn unlock(&self) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut f = self.inode.flock.lock().unwrap_or_else(PoisonError::into_inner);
-        match held.take() {
-            Some(true) => f.exclusive = false,
-            Some(false) => f.shared -= 1,
-            None => {}
-        }
+        drop(self.release(&mut held));
     }
 }
 
