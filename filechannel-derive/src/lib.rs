@@ -244,14 +244,16 @@ fn normalise(ty: &syn::Type) -> String {
     quote!(#ty).to_string().split_whitespace().collect()
 }
 
-/// Whether `path` names the type being derived: `Self`, or its bare
-/// identifier. A longer path ending in the same identifier (`db::Config`
-/// inside `Config`) is taken to be another type; if it is this one after
-/// all, the build fails with a cycle in `FINGERPRINT` rather than
-/// fingerprinting a different type as this one.
-fn is_self_path(path: &syn::Path, ident: &syn::Ident) -> bool {
-    match (path.leading_colon, path.segments.first()) {
-        (None, Some(seg)) if path.segments.len() == 1 => seg.ident == *ident || seg.ident == "Self",
+/// Whether `ty` is the type being derived: `Self`, or its bare identifier.
+/// A longer path ending in the same identifier (`db::Config` inside
+/// `Config`) is taken to be another type; if it is this one after all, the
+/// build fails with a cycle in `FINGERPRINT` rather than fingerprinting a
+/// different type as this one.
+fn names_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
+    let syn::Type::Path(tp) = ty else { return false };
+    let path = &tp.path;
+    match (&tp.qself, path.leading_colon, path.segments.first()) {
+        (None, None, Some(seg)) if path.segments.len() == 1 => seg.ident == *ident || seg.ident == "Self",
         _ => false,
     }
 }
@@ -287,18 +289,18 @@ fn inner_types(ty: &syn::Type) -> Option<Vec<&syn::Type>> {
     })
 }
 
-/// Whether `ty` mentions the type being derived (see [`is_self_path`]).
+/// Whether `ty` mentions the type being derived (see [`names_self`]).
 fn refers_to_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
-    match ty {
-        syn::Type::Path(tp) if tp.qself.is_none() && is_self_path(&tp.path, ident) => true,
-        _ => match inner_types(ty) {
-            Some(inner) => inner.into_iter().any(|t| refers_to_self(t, ident)),
-            // Another kind (`dyn Trait<Self>`, a macro): by its tokens.
-            None => quote!(#ty).into_iter().any(|t| match t {
-                proc_macro2::TokenTree::Ident(i) => i == *ident || i == "Self",
-                _ => false,
-            }),
-        },
+    if names_self(ty, ident) {
+        return true;
+    }
+    match inner_types(ty) {
+        Some(inner) => inner.into_iter().any(|t| refers_to_self(t, ident)),
+        // Another kind (`dyn Trait<Self>`, a macro): by its tokens.
+        None => quote!(#ty).into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == *ident || i == "Self",
+            _ => false,
+        }),
     }
 }
 
@@ -318,18 +320,14 @@ fn field_steps(
         steps.push(quote!(let __fp = #p::combine(__fp, <#ty as #p::Shape>::FINGERPRINT);));
         return;
     }
-    match ty {
-        syn::Type::Path(tp) if tp.qself.is_none() && is_self_path(&tp.path, ident) => {
-            steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash("<recursive>"));));
-        }
-        _ => match inner_types(ty) {
-            Some(inner) => {
-                for t in inner {
-                    field_steps(t, ident, p, steps);
-                }
+    match inner_types(ty) {
+        Some(inner) if !names_self(ty, ident) => {
+            for t in inner {
+                field_steps(t, ident, p, steps);
             }
-            None => steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash("<recursive>"));)),
-        },
+        }
+        // The type itself, or another kind that mentions it.
+        _ => steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash("<recursive>"));)),
     }
 }
 
