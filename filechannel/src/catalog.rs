@@ -467,9 +467,7 @@ pub(crate) fn enter<S: Storage>(
             if !file.try_lock(false)? {
                 return Err(gone());
             }
-            let mut header = [0u8; crate::format::SEGMENT_HEADER_LEN as usize];
-            file.read_exact_at(&mut header, 0)?;
-            match crate::format::SegmentHeader::from_bytes(&header) {
+            match crate::recovery::read_segment_header(&file)? {
                 Ok(h) if h.id == id => {}
                 Ok(_) => return Err(gone()),
                 Err(problem) => {

@@ -1151,7 +1151,7 @@ mod tests {
     /// header; then anyone may lock it, and finds the new segment's header.
     #[test]
     fn a_spare_is_locked_until_its_header_is_rewritten() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
+        use crate::format::segment_file_name;
         use crate::storage::sim::{OpKind, SimStorage};
         use crate::storage::{Storage as _, StorageFile as _};
         let sim = SimStorage::new();
@@ -1176,9 +1176,9 @@ mod tests {
         assert_eq!(reused.len(), 1, "the rotation reused no spare");
         let segment = sim.open(&reused[0], false)?;
         assert!(segment.try_lock(false)?, "the reused spare is still locked");
-        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-        segment.read_exact_at(&mut header, 0)?;
-        let id = SegmentHeader::from_bytes(&header).map_err(|e| format!("{e:?}"))?.id;
+        let id = crate::recovery::read_segment_header(&segment)?
+            .map_err(|e| format!("{e:?}"))?
+            .id;
         assert_eq!(
             reused[0].file_name(),
             Some(std::ffi::OsStr::new(&segment_file_name(id)))

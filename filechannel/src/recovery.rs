@@ -350,12 +350,7 @@ fn usable_spares<S: Storage>(
     for path in spares {
         let file = storage.open(&path, true).map_err(|e| Error::io(&path, e))?;
         let len = file.len().map_err(|e| Error::io(&path, e))?;
-        let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
-        let ahead = file
-            .read_exact_at(&mut b, 0)
-            .ok()
-            .and_then(|()| SegmentHeader::from_bytes(&b).ok())
-            .is_some_and(|h| h.id > newest);
+        let ahead = matches!(read_segment_header(&file), Ok(Ok(h)) if h.id > newest);
         let why = if ahead {
             "it holds frames of a segment not created yet (a rotation lost to a power loss)"
         } else if len < config.segment_capacity(0) {
@@ -441,6 +436,14 @@ fn read_packed_header<S: Storage>(storage: &S, path: &Path, id: u64) -> Result<(
     Ok((header, len))
 }
 
+/// Reads the segment header at the start of `file` and parses it: the outer
+/// error is the read's, the inner one says why the bytes are no header.
+pub(crate) fn read_segment_header<F: StorageFile>(file: &F) -> io::Result<Result<SegmentHeader, HeaderProblem>> {
+    let mut raw = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact_at(&mut raw, 0)?;
+    Ok(SegmentHeader::from_bytes(&raw))
+}
+
 /// Reads and checks a segment header.
 fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<SegmentHeader, Error> {
     let len = file.len().map_err(|e| Error::io(path, e))?;
@@ -450,9 +453,8 @@ fn read_header<F: StorageFile>(file: &F, path: &Path, id: u64) -> Result<Segment
             reason: format!("the file is {len} bytes, shorter than a segment header"),
         });
     }
-    let mut raw = [0u8; SEGMENT_HEADER_LEN as usize];
-    file.read_exact_at(&mut raw, 0).map_err(|e| Error::io(path, e))?;
-    let header = SegmentHeader::from_bytes(&raw).map_err(|p| match p {
+    let parsed = read_segment_header(file).map_err(|e| Error::io(path, e))?;
+    let header = parsed.map_err(|p| match p {
         HeaderProblem::UnknownVersion(version) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             version,

@@ -286,7 +286,9 @@ pub enum DecodeError {
     Codec(#[from] CodecError),
     /// The receiver was made before any sender of its type, and the shape a
     /// sender registered since differs from the receiver's
-    /// ([`SchemaError::Changed`](crate::SchemaError::Changed)).
+    /// ([`SchemaError::Changed`](crate::SchemaError::Changed)), or from an
+    /// older type of its `previous` chain
+    /// ([`SchemaError::PreviousChanged`](crate::SchemaError::PreviousChanged)).
     #[error(transparent)]
     Schema(crate::SchemaError),
 }

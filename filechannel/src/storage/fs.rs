@@ -261,14 +261,11 @@ impl StorageFile for FsFile {
 /// shared zero page.
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
-/// Writes `len` zero bytes at `offset`, up to 1 MiB per `pwritev(2)` call
-/// (large writes let the kernel fill the page cache with large folios).
-/// Allocates nothing: the writer calls it on the send path.
 /// Runs `op` again while it fails with `EINTR`. tmpfs's `fallocate` gives
 /// up with `EINTR` whenever a signal is pending (`SA_RESTART` does not
 /// restart it): a profiler's `SIGPROF` or a `SIGCHLD` handler would
 /// otherwise fail a rotation and poison the channel. Both of our
-/// `fallocate` calls can simply run again.
+/// `fallocate` calls, and `flock`, can simply run again.
 fn retry_interrupted<T>(mut op: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
     loop {
         match op() {
@@ -278,6 +275,9 @@ fn retry_interrupted<T>(mut op: impl FnMut() -> rustix::io::Result<T>) -> rustix
     }
 }
 
+/// Writes `len` zero bytes at `offset`, up to 1 MiB per `pwritev(2)` call
+/// (large writes let the kernel fill the page cache with large folios).
+/// Allocates nothing: the writer calls it on the send path.
 fn write_zeros(file: &File, mut offset: u64, len: u64) -> io::Result<()> {
     let chunk = ZEROS.len() as u64;
     let full = [std::io::IoSlice::new(&ZEROS); 16];
