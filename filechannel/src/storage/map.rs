@@ -32,6 +32,9 @@ use crate::sync::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// The CPU's cache line, the unit of [`SegmentMap::prefetch`].
+pub(crate) const CACHE_LINE: usize = 64;
+
 /// A mapped segment (or a decompressed copy of one).
 pub(crate) struct SegmentMap {
     /// Start and length of the owner's region, cached to keep reads free of
@@ -170,6 +173,29 @@ impl SegmentMap {
         // bytes are never written again (see the module docs), through this
         // map or any other, so nothing writes the slice while it lives.
         unsafe { std::slice::from_raw_parts(self.ptr, end) }
+    }
+
+    /// Asks the CPU to start loading the published bytes `[from, to)` into
+    /// its cache (a hint: nothing is read, no page fault is taken for a page
+    /// not mapped in). Returns where it stopped: `to`, or the published mark
+    /// if that is lower. Only on x86_64; elsewhere it does nothing.
+    #[inline]
+    pub(crate) fn prefetch(&self, from: usize, to: usize) -> usize {
+        let bytes = self.published_bytes();
+        let to = to.min(bytes.len());
+        let Some(range) = bytes.get(from & !(CACHE_LINE - 1)..to) else {
+            return from;
+        };
+        #[cfg(target_arch = "x86_64")]
+        for line in range.chunks(CACHE_LINE) {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // SAFETY: `line` points into a published slice of the map; a
+            // prefetch reads nothing the program sees and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = range;
+        to
     }
 
     /// The published bytes `[offset, offset + len)`, or `None` if any of them
@@ -659,6 +685,24 @@ mod tests {
             at += n;
         }
         assert_eq!(at, 100 + (200 << 10));
+    }
+
+    /// A prefetch stops at the published mark, whatever it is asked for,
+    /// and says where: nothing unpublished is touched, and out-of-range
+    /// requests are no error.
+    #[test]
+    fn a_prefetch_stops_at_the_published_mark() {
+        let len = 64usize << 10;
+        let (_dir, file) = allocated(len);
+        let (map, mut writer) = SegmentMap::writable(file.map(len as u64, true).unwrap(), 64);
+        assert_eq!(map.prefetch(0, 4096), 64, "only the header is published");
+        assert!(writer.append(&[&[7u8; 1000]], 1000));
+        writer.publish();
+        assert_eq!(map.published(), 1064);
+        assert_eq!(map.prefetch(100, 1000), 1000);
+        assert_eq!(map.prefetch(100, 1 << 20), 1064);
+        assert_eq!(map.prefetch(5000, 9000), 5000, "nothing published there");
+        assert_eq!(map.prefetch(usize::MAX - 10, usize::MAX), usize::MAX - 10);
     }
 
     /// The flusher's zero-fill and the writer's appends never overlap: a

@@ -17,7 +17,7 @@ pub mod sim;
 pub(crate) use fs::LOCK_FILE;
 pub use fs::{Fs, FsFile, FsLock, FsMap};
 pub(crate) use heap::HeapMap;
-pub(crate) use map::{MapWriter, SegmentMap};
+pub(crate) use map::{CACHE_LINE, MapWriter, SegmentMap};
 
 use std::io;
 use std::path::Path;
