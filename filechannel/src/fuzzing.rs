@@ -292,30 +292,156 @@ fn index_of(m: &[u8]) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// The value type of [`typed_decode`]: std types only (no derives in the
-/// library), with strings, vectors, options and a map, which is what the
-/// decoders and rkyv's validator have to get right.
+/// The first value type of [`typed_decode`]: std types only, with strings,
+/// vectors, options and a map, which is what the decoders and rkyv's
+/// validator have to get right.
 #[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
 pub type FuzzValue = (u64, String, Vec<u32>, Option<BTreeMap<String, i16>>);
+
+/// An enum inside [`FuzzEvent`]: unit, tuple and struct variants, for the
+/// decoders' and the validator's discriminant handling.
+#[cfg(all(
+    feature = "postcard",
+    feature = "bincode",
+    feature = "json",
+    feature = "rkyv",
+    feature = "derive"
+))]
+#[derive(
+    crate::Message,
+    serde::Serialize,
+    serde::Deserialize,
+    filechannel_codecs::rkyv::Archive,
+    filechannel_codecs::rkyv::Serialize,
+    filechannel_codecs::rkyv::Deserialize,
+    Debug,
+)]
+#[rkyv(crate = filechannel_codecs::rkyv)]
+#[message(name = "fuzz.Kind", version = 1)]
+pub enum FuzzKind {
+    /// No data.
+    Empty,
+    /// A number.
+    Num(i64),
+    /// A string.
+    Text(String),
+    /// Named fields.
+    Pair {
+        /// A number.
+        a: u32,
+        /// Bytes.
+        b: Vec<u8>,
+    },
+}
+
+/// Version 1 of [`FuzzEvent`]: a frame tagged with it is migrated.
+#[cfg(all(
+    feature = "postcard",
+    feature = "bincode",
+    feature = "json",
+    feature = "rkyv",
+    feature = "derive"
+))]
+#[derive(
+    crate::Message,
+    serde::Serialize,
+    serde::Deserialize,
+    filechannel_codecs::rkyv::Archive,
+    filechannel_codecs::rkyv::Serialize,
+    filechannel_codecs::rkyv::Deserialize,
+    Debug,
+)]
+#[rkyv(crate = filechannel_codecs::rkyv)]
+#[message(name = "fuzz.Event", version = 1)]
+pub struct FuzzEventV1 {
+    /// An id.
+    pub id: u64,
+    /// What happened.
+    pub kind: FuzzKind,
+}
+
+/// The second value type of [`typed_decode`]: a derived, versioned type
+/// with an enum inside, whose version 1 frames go through the `previous`
+/// chain (decoded as [`FuzzEventV1`], converted, and for rkyv's `recv_ref`
+/// archived again).
+#[cfg(all(
+    feature = "postcard",
+    feature = "bincode",
+    feature = "json",
+    feature = "rkyv",
+    feature = "derive"
+))]
+#[derive(
+    crate::Message,
+    serde::Serialize,
+    serde::Deserialize,
+    filechannel_codecs::rkyv::Archive,
+    filechannel_codecs::rkyv::Serialize,
+    filechannel_codecs::rkyv::Deserialize,
+    Debug,
+)]
+#[rkyv(crate = filechannel_codecs::rkyv)]
+#[message(name = "fuzz.Event", version = 2, previous = FuzzEventV1)]
+pub struct FuzzEvent {
+    /// An id.
+    pub id: u64,
+    /// What happened.
+    pub kind: FuzzKind,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// Anything else.
+    pub extra: Option<BTreeMap<String, i16>>,
+}
+
+#[cfg(all(
+    feature = "postcard",
+    feature = "bincode",
+    feature = "json",
+    feature = "rkyv",
+    feature = "derive"
+))]
+impl From<FuzzEventV1> for FuzzEvent {
+    fn from(v: FuzzEventV1) -> Self {
+        FuzzEvent {
+            id: v.id,
+            kind: v.kind,
+            tags: Vec::new(),
+            extra: None,
+        }
+    }
+}
 
 /// Target D3: typed frames with arbitrary bodies, decoded by every codec.
 /// Layout: repeated `[selector u8][len u8][body]`. The selector's low two
 /// bits pick the codec whose correct header goes in front of the body (so
 /// the body reaches that codec's decoder, or rkyv's validator); bit 2 sends
 /// the bytes raw instead, bit 3 sends them typed with no header fix-up.
-/// Every receiver must return a value or a typed error, never panic, and
-/// stay usable: each gets exactly one result per message.
-#[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+/// Bits 4–5 pick the header's type: [`FuzzValue`] (0), [`FuzzEvent`]
+/// version 2 (1) or version 1 (2, migrated on receipt), or a version 3
+/// nobody knows (3). Receivers of both types read every message, each with
+/// every codec (rkyv twice: `recv` and `recv_ref`). Each must return a value
+/// or a typed error, never panic, and stay usable: each gets exactly one
+/// result per message.
+#[cfg(all(
+    feature = "postcard",
+    feature = "bincode",
+    feature = "json",
+    feature = "rkyv",
+    feature = "derive"
+))]
 pub fn typed_decode(data: &[u8]) {
     use crate::codec::{Bincode, Codec, Json, Postcard, Rkyv};
     use crate::typed::TypedRx;
     use crate::{Message, RecvError};
-    fn header(codec: u32) -> [u8; crate::TYPED_HEADER_LEN] {
-        crate::typed::header_bytes(
-            <FuzzValue as Message>::NAME_HASH,
-            <FuzzValue as Message>::VERSION,
-            codec,
-        )
+    fn header<T: Message>(version: u32, codec: u32) -> [u8; crate::TYPED_HEADER_LEN] {
+        crate::typed::header_bytes(T::NAME_HASH, version, codec)
+    }
+    /// One result per message, and never a panic.
+    fn check<T>(r: Result<T, TryRecvError>, i: u64) {
+        match r {
+            Ok(_) | Err(TryRecvError::Failed(RecvError::Decode { .. })) => {}
+            Err(e) => panic!("message {i}: {e:?}"),
+        }
     }
     let sim = SimStorage::new();
     let Ok(ch) = open(&sim) else { return };
@@ -328,7 +454,16 @@ pub fn typed_decode(data: &[u8]) {
     ) else {
         return;
     };
-    let mut rxs = (a, b, c, d, e);
+    let (Ok(f), Ok(g), Ok(h), Ok(i), Ok(j)) = (
+        TypedRx::<FuzzEvent, Postcard, _>::new(ch.rx()),
+        TypedRx::<FuzzEvent, Bincode, _>::new(ch.rx()),
+        TypedRx::<FuzzEvent, Json, _>::new(ch.rx()),
+        TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
+        TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
+    ) else {
+        return;
+    };
+    let (mut values, mut events) = ((a, b, c, d, e), (f, g, h, i, j));
     let tx = ch.tx();
     let mut sent = 0u64;
     let mut rest = data;
@@ -339,7 +474,12 @@ pub fn typed_decode(data: &[u8]) {
         let codec = [Postcard::ID, Bincode::ID, Json::ID, Rkyv::ID][usize::from(sel & 3)];
         let mut frame = Vec::with_capacity(16 + body.len());
         if sel & 8 == 0 {
-            frame.extend_from_slice(&header(codec));
+            frame.extend_from_slice(&match (sel >> 4) & 3 {
+                0 => header::<FuzzValue>(FuzzValue::VERSION, codec),
+                1 => header::<FuzzEvent>(FuzzEvent::VERSION, codec),
+                2 => header::<FuzzEvent>(FuzzEventV1::VERSION, codec),
+                _ => header::<FuzzEvent>(FuzzEvent::VERSION + 1, codec),
+            });
         }
         frame.extend_from_slice(body);
         let flags = if sel & 4 == 0 { crate::format::FLAG_TYPED } else { 0 };
@@ -347,21 +487,20 @@ pub fn typed_decode(data: &[u8]) {
             sent += 1;
         }
     }
-    // One result per message from each receiver, and never a panic.
-    fn check<T>(r: Result<T, TryRecvError>, i: u64) {
-        match r {
-            Ok(_) | Err(TryRecvError::Failed(RecvError::Decode { .. })) => {}
-            Err(e) => panic!("message {i}: {e:?}"),
-        }
-    }
     for i in 0..sent {
-        check(rxs.0.try_recv(), i);
-        check(rxs.1.try_recv(), i);
-        check(rxs.2.try_recv(), i);
-        check(rxs.3.try_recv(), i);
-        check(rxs.4.try_recv_ref().map(|a| a.offset()), i);
+        check(values.0.try_recv(), i);
+        check(values.1.try_recv(), i);
+        check(values.2.try_recv(), i);
+        check(values.3.try_recv(), i);
+        check(values.4.try_recv_ref().map(|a| a.offset()), i);
+        check(events.0.try_recv(), i);
+        check(events.1.try_recv(), i);
+        check(events.2.try_recv(), i);
+        check(events.3.try_recv(), i);
+        check(events.4.try_recv_ref().map(|a| a.offset()), i);
     }
-    assert!(matches!(rxs.0.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(values.0.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(events.4.try_recv_ref(), Err(TryRecvError::Empty)));
 }
 
 #[cfg(test)]
@@ -382,7 +521,13 @@ mod tests {
         for (target, run) in [
             ("open_arbitrary_directory", open_arbitrary_directory as fn(&[u8])),
             ("ops_with_crash", ops_with_crash as fn(&[u8])),
-            #[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+            #[cfg(all(
+                feature = "postcard",
+                feature = "bincode",
+                feature = "json",
+                feature = "rkyv",
+                feature = "derive"
+            ))]
             ("typed_decode", typed_decode as fn(&[u8])),
         ] {
             let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -461,8 +606,15 @@ mod tests {
         write_typed_seeds();
     }
 
-    /// Seeds for `typed_decode`: one valid encoding per codec.
-    #[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
+    /// Seeds for `typed_decode`: one valid encoding per codec of each type
+    /// (and of `FuzzEvent`'s version 1).
+    #[cfg(all(
+        feature = "postcard",
+        feature = "bincode",
+        feature = "json",
+        feature = "rkyv",
+        feature = "derive"
+    ))]
     fn write_typed_seeds() {
         use crate::codec::{Bincode, Encode, Json, Postcard, Rkyv};
         let v: FuzzValue = (
@@ -492,8 +644,62 @@ mod tests {
         }
         all.extend_from_slice(&[4, 3, 1, 2, 3, 8, 2, 0, 0]);
         std::fs::write(dir.join("seed-mixed"), all).unwrap();
+        let v2 = FuzzEvent {
+            id: 9,
+            kind: FuzzKind::Pair { a: 5, b: vec![1, 2] },
+            tags: vec!["t".into()],
+            extra: Some(BTreeMap::from([("x".into(), 1)])),
+        };
+        let v1 = FuzzEventV1 {
+            id: 8,
+            kind: FuzzKind::Text("old".into()),
+        };
+        for codec in 0u8..4 {
+            for (name, sel, body) in [
+                ("event", codec | 1 << 4, encoded(codec, &v2)),
+                ("event-v1", codec | 2 << 4, encoded(codec, &v1)),
+            ] {
+                let mut input = vec![sel, u8::try_from(body.len()).unwrap()];
+                input.extend_from_slice(&body);
+                std::fs::write(dir.join(format!("seed-{name}-{codec}")), input).unwrap();
+            }
+        }
     }
 
-    #[cfg(not(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv")))]
+    /// `v` encoded by the codec `typed_decode`'s selector `codec` picks.
+    #[cfg(all(
+        feature = "postcard",
+        feature = "bincode",
+        feature = "json",
+        feature = "rkyv",
+        feature = "derive"
+    ))]
+    fn encoded<T>(codec: u8, v: &T) -> Vec<u8>
+    where
+        T: crate::Message,
+        crate::codec::Postcard: crate::codec::Encode<T>,
+        crate::codec::Bincode: crate::codec::Encode<T>,
+        crate::codec::Json: crate::codec::Encode<T>,
+        crate::codec::Rkyv: crate::codec::Encode<T>,
+    {
+        use crate::codec::{Bincode, Encode, Json, Postcard, Rkyv};
+        let mut body = Vec::new();
+        match codec {
+            0 => Postcard::encode(v, &mut body),
+            1 => Bincode::encode(v, &mut body),
+            2 => Json::encode(v, &mut body),
+            _ => Rkyv::encode(v, &mut body),
+        }
+        .unwrap();
+        body
+    }
+
+    #[cfg(not(all(
+        feature = "postcard",
+        feature = "bincode",
+        feature = "json",
+        feature = "rkyv",
+        feature = "derive"
+    )))]
     fn write_typed_seeds() {}
 }
