@@ -287,11 +287,12 @@ impl<S: Storage> Receiver<S> {
                 continue;
             }
             let seq = self.seq;
-            let ahead = frame.next + PREFETCH_DISTANCE;
+            let ahead = frame.next.saturating_add(PREFETCH_DISTANCE);
             if ahead >= self.prefetched + CACHE_LINE {
                 // Close behind the writer it stops at the published mark,
-                // and goes on from there at the next message.
-                self.prefetched = self.map.prefetch(self.prefetched.max(self.pos), ahead);
+                // and goes on from there at the next message. (Not the frame
+                // just read: its CRC brought it in.)
+                self.prefetched = self.map.prefetch(self.prefetched.max(frame.next), ahead);
             }
             self.pos = frame.next;
             if frame.next > self.populated {
