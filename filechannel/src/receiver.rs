@@ -77,6 +77,18 @@ const TAIL: usize = 64 << 10;
 /// `ParallelRead_512`).
 const PREFETCH_DISTANCE: usize = 8 << 10;
 
+/// For an acking receiver reading segment `reading`, whose `entered` queue
+/// holds `(segment, first sequence number)` for each segment entered since
+/// its oldest un-acked message: forgets the segments whose messages are all
+/// below `acked`, and returns its floor, the oldest segment that still holds
+/// an un-acked message (or the one it reads).
+fn acked_floor(entered: &mut VecDeque<(u64, u64)>, reading: u64, acked: u64) -> u64 {
+    while entered.len() > 1 && entered[1].1 <= acked {
+        entered.pop_front();
+    }
+    entered.front().map_or(reading, |e| e.0)
+}
+
 /// A received message, borrowed from the segment's memory map: no copy. It is
 /// valid until the next call on the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,6 +389,14 @@ impl<S: Storage> Receiver<S> {
         self.cursor.reading.store(id, Ordering::Release);
         if self.acking {
             self.entered.push_back((id, base));
+            // Everything before this segment may be acked already: then the
+            // floor moves now, not at the next ack (until then the segments
+            // left behind stayed on disk, and the compressor packed them).
+            let floor = acked_floor(&mut self.entered, id, self.cursor.consumed.load(Ordering::Acquire));
+            if floor != self.cursor.floor.load(Ordering::Acquire) {
+                self.cursor.floor.store(floor, Ordering::Release);
+                self.collect();
+            }
         } else {
             self.cursor.floor.store(id, Ordering::Release);
             self.collect();
@@ -801,10 +821,7 @@ impl<S: Storage> AckReceiver<S> {
         if cat.closed {
             return Err(AckError::Closed);
         }
-        while rx.entered.len() > 1 && rx.entered[1].1 <= acked {
-            rx.entered.pop_front();
-        }
-        let floor = rx.entered.front().map_or(rx.seg_id, |e| e.0);
+        let floor = acked_floor(&mut rx.entered, rx.seg_id, acked);
         rx.cursor.floor.store(floor, Ordering::Release);
         rx.cursor.consumed.store(acked, Ordering::Release);
         cat.collect(&sh.storage, &sh.dir, sh.is_sync());

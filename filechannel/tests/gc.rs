@@ -99,6 +99,35 @@ fn ack_receiver_holds_segments_until_acked() {
     assert_eq!(rx.acked_offset(), 300);
 }
 
+/// An acking receiver that has acked everything it read lets the segment
+/// it leaves go as it enters the next one, not only at its next ack (until
+/// then the segment stayed on disk).
+#[test]
+fn an_ack_receiver_that_acked_everything_lets_a_segment_go_as_it_leaves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open_small(dir.path());
+    let tx = ch.tx();
+    let mut rx = ch.rx_ack();
+    for seq in 0..100 {
+        tx.send(&payload(seq, 200)).unwrap();
+    }
+    tx.flush().unwrap();
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2);
+    // The second segment's first sequence number, from its header (offset
+    // 24, DESIGN.md §2).
+    let header = std::fs::read(&files[1]).unwrap();
+    let second = u64::from_le_bytes(header[24..32].try_into().unwrap());
+    for seq in 0..second {
+        assert_eq!(check_payload(&rx.recv().unwrap()), seq);
+    }
+    rx.ack(second).unwrap();
+    assert!(files[0].exists(), "the receiver is still in the first segment");
+    assert_eq!(check_payload(&rx.recv().unwrap()), second);
+    wait_for("the first segment to go without another ack", || !files[0].exists());
+    assert!(files[1].exists(), "the message read from the second is not acked");
+}
+
 #[test]
 fn acking_more_than_was_received_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
