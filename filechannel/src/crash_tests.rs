@@ -11,6 +11,7 @@
 //! (confirmed by `send` in `Flush` mode for the process image, by `sync()` for
 //! power-loss images) unless both receivers had acked it.
 
+use crate::storage::Storage;
 use crate::storage::sim::{OpKind, SimStorage, Snapshot};
 use crate::{Compression, Durability, FileChannel};
 use std::collections::BTreeMap;
@@ -476,6 +477,20 @@ fn read_then_fail_a_dir_sync(
     }
     for _ in 0..40 {
         rx.try_recv().expect("a message");
+    }
+    // The flusher keeps the map of the segment that was active when it last
+    // looked, and lets it go at its next round (within 50 ms). On a loaded
+    // machine it may still hold the first segment's: the retirement would
+    // then delete that file rather than keep it as a spare, and the fsync
+    // set to fail would not follow a spare's rename.
+    let first = dir.join(crate::format::segment_file_name(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sim.is_mapped(&first) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first segment is still mapped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     sim.fail(crate::storage::sim::FailPlan {
         from_op: 1,
