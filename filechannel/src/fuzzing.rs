@@ -292,14 +292,7 @@ fn index_of(m: &[u8]) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// The first value type of [`typed_decode`]: std types only, with strings,
-/// vectors, options and a map, which is what the decoders and rkyv's
-/// validator have to get right.
-#[cfg(all(feature = "postcard", feature = "bincode", feature = "json", feature = "rkyv"))]
-pub type FuzzValue = (u64, String, Vec<u32>, Option<BTreeMap<String, i16>>);
-
-/// An enum inside [`FuzzEvent`]: unit, tuple and struct variants, for the
-/// decoders' and the validator's discriminant handling.
+/// Target D3's value types and entry point (every codec, and the derive).
 #[cfg(all(
     feature = "postcard",
     feature = "bincode",
@@ -307,121 +300,179 @@ pub type FuzzValue = (u64, String, Vec<u32>, Option<BTreeMap<String, i16>>);
     feature = "rkyv",
     feature = "derive"
 ))]
-#[derive(
-    crate::Message,
-    serde::Serialize,
-    serde::Deserialize,
-    filechannel_codecs::rkyv::Archive,
-    filechannel_codecs::rkyv::Serialize,
-    filechannel_codecs::rkyv::Deserialize,
-    Debug,
-)]
-#[rkyv(crate = filechannel_codecs::rkyv)]
-#[message(name = "fuzz.Kind", version = 1)]
-pub enum FuzzKind {
-    /// No data.
-    Empty,
-    /// A number.
-    Num(i64),
-    /// A string.
-    Text(String),
-    /// Named fields.
-    Pair {
-        /// A number.
-        a: u32,
-        /// Bytes.
-        b: Vec<u8>,
-    },
-}
+mod typed {
+    use super::*;
 
-/// Version 1 of [`FuzzEvent`]: a frame tagged with it is migrated.
-#[cfg(all(
-    feature = "postcard",
-    feature = "bincode",
-    feature = "json",
-    feature = "rkyv",
-    feature = "derive"
-))]
-#[derive(
-    crate::Message,
-    serde::Serialize,
-    serde::Deserialize,
-    filechannel_codecs::rkyv::Archive,
-    filechannel_codecs::rkyv::Serialize,
-    filechannel_codecs::rkyv::Deserialize,
-    Debug,
-)]
-#[rkyv(crate = filechannel_codecs::rkyv)]
-#[message(name = "fuzz.Event", version = 1)]
-pub struct FuzzEventV1 {
-    /// An id.
-    pub id: u64,
-    /// What happened.
-    pub kind: FuzzKind,
-}
+    /// Derives what a fuzzed value type needs: `Message` and the traits of
+    /// every codec (serde, and rkyv through the codecs crate's re-export).
+    macro_rules! fuzz_type {
+        ($($item:tt)*) => {
+            #[derive(
+                crate::Message,
+                serde::Serialize,
+                serde::Deserialize,
+                filechannel_codecs::rkyv::Archive,
+                filechannel_codecs::rkyv::Serialize,
+                filechannel_codecs::rkyv::Deserialize,
+                Debug,
+            )]
+            #[rkyv(crate = filechannel_codecs::rkyv)]
+            $($item)*
+        };
+    }
 
-/// The second value type of [`typed_decode`]: a derived, versioned type
-/// with an enum inside, whose version 1 frames go through the `previous`
-/// chain (decoded as [`FuzzEventV1`], converted, and for rkyv's `recv_ref`
-/// archived again).
-#[cfg(all(
-    feature = "postcard",
-    feature = "bincode",
-    feature = "json",
-    feature = "rkyv",
-    feature = "derive"
-))]
-#[derive(
-    crate::Message,
-    serde::Serialize,
-    serde::Deserialize,
-    filechannel_codecs::rkyv::Archive,
-    filechannel_codecs::rkyv::Serialize,
-    filechannel_codecs::rkyv::Deserialize,
-    Debug,
-)]
-#[rkyv(crate = filechannel_codecs::rkyv)]
-#[message(name = "fuzz.Event", version = 2, previous = FuzzEventV1)]
-pub struct FuzzEvent {
-    /// An id.
-    pub id: u64,
-    /// What happened.
-    pub kind: FuzzKind,
-    /// Labels.
-    pub tags: Vec<String>,
-    /// Anything else.
-    pub extra: Option<BTreeMap<String, i16>>,
-}
+    /// The first value type of [`typed_decode`]: std types only, with strings,
+    /// vectors, options and a map, which is what the decoders and rkyv's
+    /// validator have to get right.
+    pub type FuzzValue = (u64, String, Vec<u32>, Option<BTreeMap<String, i16>>);
 
-#[cfg(all(
-    feature = "postcard",
-    feature = "bincode",
-    feature = "json",
-    feature = "rkyv",
-    feature = "derive"
-))]
-impl From<FuzzEventV1> for FuzzEvent {
-    fn from(v: FuzzEventV1) -> Self {
-        FuzzEvent {
-            id: v.id,
-            kind: v.kind,
-            tags: Vec::new(),
-            extra: None,
+    fuzz_type! {
+        /// An enum inside [`FuzzEvent`]: unit, tuple and struct variants, for the
+        /// decoders' and the validator's discriminant handling.
+        #[message(name = "fuzz.Kind", version = 1)]
+        pub enum FuzzKind {
+            /// No data.
+            Empty,
+            /// A number.
+            Num(i64),
+            /// A string.
+            Text(String),
+            /// Named fields.
+            Pair {
+                /// A number.
+                a: u32,
+                /// Bytes.
+                b: Vec<u8>,
+            },
         }
     }
+
+    fuzz_type! {
+        /// Version 1 of [`FuzzEvent`]: a frame tagged with it is migrated.
+        #[message(name = "fuzz.Event", version = 1)]
+        pub struct FuzzEventV1 {
+            /// An id.
+            pub id: u64,
+            /// What happened.
+            pub kind: FuzzKind,
+        }
+    }
+
+    fuzz_type! {
+        /// The second value type of [`typed_decode`]: a derived, versioned type
+        /// with an enum inside, whose version 1 frames go through the `previous`
+        /// chain (decoded as [`FuzzEventV1`], converted, and for rkyv's `recv_ref`
+        /// archived again).
+        #[message(name = "fuzz.Event", version = 2, previous = FuzzEventV1)]
+        pub struct FuzzEvent {
+            /// An id.
+            pub id: u64,
+            /// What happened.
+            pub kind: FuzzKind,
+            /// Labels.
+            pub tags: Vec<String>,
+            /// Anything else.
+            pub extra: Option<BTreeMap<String, i16>>,
+        }
+    }
+
+    impl From<FuzzEventV1> for FuzzEvent {
+        fn from(v: FuzzEventV1) -> Self {
+            FuzzEvent {
+                id: v.id,
+                kind: v.kind,
+                tags: Vec::new(),
+                extra: None,
+            }
+        }
+    }
+
+    /// Target D3: typed frames with arbitrary bodies, decoded by every codec.
+    /// Layout: repeated `[selector u8][len u8][body]`. The selector's low two
+    /// bits pick the codec whose correct header goes in front of the body (so
+    /// the body reaches that codec's decoder, or rkyv's validator); bit 2 sends
+    /// the bytes raw instead, bit 3 sends them typed with no header fix-up.
+    /// Bits 4–5 pick the header's type: [`FuzzValue`] (0), [`FuzzEvent`]
+    /// version 2 (1) or version 1 (2, migrated on receipt), or a version 3
+    /// nobody knows (3). Receivers of both types read every message, each with
+    /// every codec (rkyv twice: `recv` and `recv_ref`). Each must return a value
+    /// or a typed error, never panic, and stay usable: each gets exactly one
+    /// result per message.
+    pub fn typed_decode(data: &[u8]) {
+        use crate::codec::{Bincode, Codec, Json, Postcard, Rkyv};
+        use crate::typed::TypedRx;
+        use crate::{Message, RecvError};
+        fn header<T: Message>(version: u32, codec: u32) -> [u8; crate::TYPED_HEADER_LEN] {
+            crate::typed::header_bytes(T::NAME_HASH, version, codec)
+        }
+        /// One result per message, and never a panic.
+        fn check<T>(r: Result<T, TryRecvError>, i: u64) {
+            match r {
+                Ok(_) | Err(TryRecvError::Failed(RecvError::Decode { .. })) => {}
+                Err(e) => panic!("message {i}: {e:?}"),
+            }
+        }
+        let sim = SimStorage::new();
+        let Ok(ch) = open(&sim) else { return };
+        let (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) = (
+            TypedRx::<FuzzValue, Postcard, _>::new(ch.rx()),
+            TypedRx::<FuzzValue, Bincode, _>::new(ch.rx()),
+            TypedRx::<FuzzValue, Json, _>::new(ch.rx()),
+            TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
+            TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
+        ) else {
+            return;
+        };
+        let (Ok(f), Ok(g), Ok(h), Ok(i), Ok(j)) = (
+            TypedRx::<FuzzEvent, Postcard, _>::new(ch.rx()),
+            TypedRx::<FuzzEvent, Bincode, _>::new(ch.rx()),
+            TypedRx::<FuzzEvent, Json, _>::new(ch.rx()),
+            TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
+            TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
+        ) else {
+            return;
+        };
+        let (mut values, mut events) = ((a, b, c, d, e), (f, g, h, i, j));
+        let tx = ch.tx();
+        let mut sent = 0u64;
+        let mut rest = data;
+        while rest.len() >= 2 {
+            let (sel, len) = (rest[0], usize::from(rest[1]));
+            let body = &rest[2..(2 + len).min(rest.len())];
+            rest = &rest[(2 + len).min(rest.len())..];
+            let codec = [Postcard::ID, Bincode::ID, Json::ID, Rkyv::ID][usize::from(sel & 3)];
+            let mut frame = Vec::with_capacity(16 + body.len());
+            if sel & 8 == 0 {
+                frame.extend_from_slice(&match (sel >> 4) & 3 {
+                    0 => header::<FuzzValue>(FuzzValue::VERSION, codec),
+                    1 => header::<FuzzEvent>(FuzzEvent::VERSION, codec),
+                    2 => header::<FuzzEvent>(FuzzEventV1::VERSION, codec),
+                    _ => header::<FuzzEvent>(FuzzEvent::VERSION + 1, codec),
+                });
+            }
+            frame.extend_from_slice(body);
+            let flags = if sel & 4 == 0 { crate::format::FLAG_TYPED } else { 0 };
+            if tx.send_frame(&frame, flags).is_ok() {
+                sent += 1;
+            }
+        }
+        for i in 0..sent {
+            check(values.0.try_recv(), i);
+            check(values.1.try_recv(), i);
+            check(values.2.try_recv(), i);
+            check(values.3.try_recv(), i);
+            check(values.4.try_recv_ref().map(|a| a.offset()), i);
+            check(events.0.try_recv(), i);
+            check(events.1.try_recv(), i);
+            check(events.2.try_recv(), i);
+            check(events.3.try_recv(), i);
+            check(events.4.try_recv_ref().map(|a| a.offset()), i);
+        }
+        assert!(matches!(values.0.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(events.4.try_recv_ref(), Err(TryRecvError::Empty)));
+    }
 }
 
-/// Target D3: typed frames with arbitrary bodies, decoded by every codec.
-/// Layout: repeated `[selector u8][len u8][body]`. The selector's low two
-/// bits pick the codec whose correct header goes in front of the body (so
-/// the body reaches that codec's decoder, or rkyv's validator); bit 2 sends
-/// the bytes raw instead, bit 3 sends them typed with no header fix-up.
-/// Bits 4–5 pick the header's type: [`FuzzValue`] (0), [`FuzzEvent`]
-/// version 2 (1) or version 1 (2, migrated on receipt), or a version 3
-/// nobody knows (3). Receivers of both types read every message, each with
-/// every codec (rkyv twice: `recv` and `recv_ref`). Each must return a value
-/// or a typed error, never panic, and stay usable: each gets exactly one
-/// result per message.
 #[cfg(all(
     feature = "postcard",
     feature = "bincode",
@@ -429,79 +480,7 @@ impl From<FuzzEventV1> for FuzzEvent {
     feature = "rkyv",
     feature = "derive"
 ))]
-pub fn typed_decode(data: &[u8]) {
-    use crate::codec::{Bincode, Codec, Json, Postcard, Rkyv};
-    use crate::typed::TypedRx;
-    use crate::{Message, RecvError};
-    fn header<T: Message>(version: u32, codec: u32) -> [u8; crate::TYPED_HEADER_LEN] {
-        crate::typed::header_bytes(T::NAME_HASH, version, codec)
-    }
-    /// One result per message, and never a panic.
-    fn check<T>(r: Result<T, TryRecvError>, i: u64) {
-        match r {
-            Ok(_) | Err(TryRecvError::Failed(RecvError::Decode { .. })) => {}
-            Err(e) => panic!("message {i}: {e:?}"),
-        }
-    }
-    let sim = SimStorage::new();
-    let Ok(ch) = open(&sim) else { return };
-    let (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) = (
-        TypedRx::<FuzzValue, Postcard, _>::new(ch.rx()),
-        TypedRx::<FuzzValue, Bincode, _>::new(ch.rx()),
-        TypedRx::<FuzzValue, Json, _>::new(ch.rx()),
-        TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
-        TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
-    ) else {
-        return;
-    };
-    let (Ok(f), Ok(g), Ok(h), Ok(i), Ok(j)) = (
-        TypedRx::<FuzzEvent, Postcard, _>::new(ch.rx()),
-        TypedRx::<FuzzEvent, Bincode, _>::new(ch.rx()),
-        TypedRx::<FuzzEvent, Json, _>::new(ch.rx()),
-        TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
-        TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
-    ) else {
-        return;
-    };
-    let (mut values, mut events) = ((a, b, c, d, e), (f, g, h, i, j));
-    let tx = ch.tx();
-    let mut sent = 0u64;
-    let mut rest = data;
-    while rest.len() >= 2 {
-        let (sel, len) = (rest[0], usize::from(rest[1]));
-        let body = &rest[2..(2 + len).min(rest.len())];
-        rest = &rest[(2 + len).min(rest.len())..];
-        let codec = [Postcard::ID, Bincode::ID, Json::ID, Rkyv::ID][usize::from(sel & 3)];
-        let mut frame = Vec::with_capacity(16 + body.len());
-        if sel & 8 == 0 {
-            frame.extend_from_slice(&match (sel >> 4) & 3 {
-                0 => header::<FuzzValue>(FuzzValue::VERSION, codec),
-                1 => header::<FuzzEvent>(FuzzEvent::VERSION, codec),
-                2 => header::<FuzzEvent>(FuzzEventV1::VERSION, codec),
-                _ => header::<FuzzEvent>(FuzzEvent::VERSION + 1, codec),
-            });
-        }
-        frame.extend_from_slice(body);
-        let flags = if sel & 4 == 0 { crate::format::FLAG_TYPED } else { 0 };
-        if tx.send_frame(&frame, flags).is_ok() {
-            sent += 1;
-        }
-    }
-    for i in 0..sent {
-        check(values.0.try_recv(), i);
-        check(values.1.try_recv(), i);
-        check(values.2.try_recv(), i);
-        check(values.3.try_recv(), i);
-        check(values.4.try_recv_ref().map(|a| a.offset()), i);
-        check(events.0.try_recv(), i);
-        check(events.1.try_recv(), i);
-        check(events.2.try_recv(), i);
-        check(events.3.try_recv(), i);
-        check(events.4.try_recv_ref().map(|a| a.offset()), i);
-    }
-    assert!(matches!(values.0.try_recv(), Err(TryRecvError::Empty)));
-    assert!(matches!(events.4.try_recv_ref(), Err(TryRecvError::Empty)));
-}
+pub use typed::{FuzzEvent, FuzzEventV1, FuzzKind, FuzzValue, typed_decode};
 
 #[cfg(test)]
 mod tests {
