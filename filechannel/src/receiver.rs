@@ -430,9 +430,12 @@ impl<S: Storage> Receiver<S> {
 
     #[inline]
     pub(crate) fn view(&self, r: Ready) -> MsgRef<'_> {
-        // `poll` checked the range against what is published.
+        // `poll` checked the range against what is published, in this map
+        // (callers view a `Ready` before polling again).
+        let bytes = self.map.read(r.at, r.len);
+        debug_assert!(bytes.is_some(), "a Ready viewed outside its map's published bytes");
         MsgRef {
-            bytes: self.map.read(r.at, r.len).unwrap_or_default(),
+            bytes: bytes.unwrap_or_default(),
             offset: r.seq,
             typed: r.typed,
         }
