@@ -1024,8 +1024,14 @@ mod tests {
     /// Fills a 4 KiB segment: every send of it rotates.
     const FILLER: [u8; 2000] = [7; 2000];
 
-    /// Sends and receives `n` [`FILLER`]s, then waits (GC is the flusher's)
-    /// until `until` holds of the channel's stats.
+    /// Sends `n` [`FILLER`]s (each in a segment of its own, the last one
+    /// active), then receives them, then waits (GC is the flusher's) until `until`
+    /// holds of the channel's stats. No rotation runs once GC can start, so
+    /// none takes a spare GC has just made, and GC starts only after the
+    /// flusher has let go of the sealed segments' maps (it keeps the map of
+    /// the segment that was active at its last round until its next one,
+    /// and a segment mapped at its retirement is deleted, not kept): on a
+    /// loaded machine, either used to leave fewer spares than a test set up.
     fn rotate_through(
         ch: &FileChannel<crate::storage::sim::SimStorage>,
         rx: &mut crate::Receiver<crate::storage::sim::SimStorage>,
@@ -1035,18 +1041,42 @@ mod tests {
         let tx = ch.tx();
         for _ in 0..n {
             tx.send(&FILLER)?;
+        }
+        // The receiver maps the oldest segment, where it is; the flusher
+        // none of the other sealed ones once it has looked again.
+        let sealed: Vec<u64> = {
+            let cat = ch.shared.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            let active = cat.active_id;
+            cat.segments
+                .keys()
+                .skip(1)
+                .copied()
+                .filter(|&id| id != active)
+                .collect()
+        };
+        wait_until("the flusher to let go of the sealed segments", || {
+            use crate::storage::Storage as _;
+            sealed.iter().all(|&id| {
+                !ch.shared
+                    .storage
+                    .is_mapped(&ch.shared.dir.join(crate::format::segment_file_name(id)))
+            })
+        });
+        for _ in 0..n {
             assert_eq!(rx.recv()?, FILLER);
         }
+        wait_until("GC to get there", || until(&ch.stats()));
+        Ok(())
+    }
+
+    /// Waits up to 10 s for `done` (a setup step that background work
+    /// completes).
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !until(&ch.stats()) {
-            assert!(
-                Instant::now() < deadline,
-                "setup: GC did not get there: {:?}",
-                ch.stats()
-            );
+        while !done() {
+            assert!(Instant::now() < deadline, "setup: timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(())
     }
 
     /// Spares too small for a segment under the current settings (a reopen
@@ -1342,7 +1372,13 @@ mod tests {
         // Every consumed segment retired (no storage work left behind) and
         // one of them kept as a spare.
         rotate_through(&ch, &mut rx, 4, |s| s.segments <= 1 && s.spare_segments > 0)?;
-        std::thread::sleep(Duration::from_millis(20));
+        // The next storage operation must be the rotation's: wait for the
+        // flusher to finish its last round (the receiver asked it for GC
+        // again, and it writes the head) and park.
+        let flusher = &ch.shared.flusher;
+        wait_until("the flusher to go idle", || {
+            flusher.idle.load(Ordering::SeqCst) && !flusher.gc_pending.load(Ordering::Acquire)
+        });
         let spares = ch.stats().spare_segments;
         sim.fail(FailPlan {
             from_op: sim.ops() + 1,

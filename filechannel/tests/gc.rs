@@ -159,6 +159,9 @@ fn ack_receiver_after_restart_sees_every_unacked_message() {
         for seq in 0..500 {
             tx.send(&payload(seq, 100)).unwrap();
         }
+        // Buffered: on disk (and past a crash) only once flushed, or after
+        // the flusher's next round, which a loaded machine may delay.
+        tx.flush().unwrap();
         for _ in 0..400 {
             rx.recv().unwrap();
         }
