@@ -73,8 +73,8 @@ const TAIL: usize = 64 << 10;
 /// the last one's header, so the loads cannot run ahead by themselves, and
 /// the hardware prefetcher starts over at every 4 KiB page: without this a
 /// receiver waits for memory several times per page (`DESIGN.md` §4). 8 KiB
-/// did best among 4–32 KiB in criterion runs (`Read_512`, `Read_4096`,
-/// `ParallelRead_512`).
+/// did best of 8, 16 and 32 KiB in a criterion run (`Read_512`,
+/// `Read_4096`, `ParallelRead_512`).
 const PREFETCH_DISTANCE: usize = 8 << 10;
 
 /// For an acking receiver reading segment `reading`, whose `entered` queue
