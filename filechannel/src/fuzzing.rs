@@ -414,25 +414,32 @@ mod typed {
         }
         let sim = SimStorage::new();
         let Ok(ch) = open(&sim) else { return };
-        let (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) = (
-            TypedRx::<FuzzValue, Postcard, _>::new(ch.rx()),
-            TypedRx::<FuzzValue, Bincode, _>::new(ch.rx()),
-            TypedRx::<FuzzValue, Json, _>::new(ch.rx()),
-            TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
-            TypedRx::<FuzzValue, Rkyv, _>::new(ch.rx()),
-        ) else {
-            return;
-        };
-        let (Ok(f), Ok(g), Ok(h), Ok(i), Ok(j)) = (
-            TypedRx::<FuzzEvent, Postcard, _>::new(ch.rx()),
-            TypedRx::<FuzzEvent, Bincode, _>::new(ch.rx()),
-            TypedRx::<FuzzEvent, Json, _>::new(ch.rx()),
-            TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
-            TypedRx::<FuzzEvent, Rkyv, _>::new(ch.rx()),
-        ) else {
-            return;
-        };
-        let (mut values, mut events) = ((a, b, c, d, e), (f, g, h, i, j));
+        // Per type, a receiver per codec, rkyv's twice (`recv` and
+        // `recv_ref`); `check_next!` takes one result from each.
+        macro_rules! readers {
+            ($t:ty) => {
+                match (
+                    TypedRx::<$t, Postcard, _>::new(ch.rx()),
+                    TypedRx::<$t, Bincode, _>::new(ch.rx()),
+                    TypedRx::<$t, Json, _>::new(ch.rx()),
+                    TypedRx::<$t, Rkyv, _>::new(ch.rx()),
+                    TypedRx::<$t, Rkyv, _>::new(ch.rx()),
+                ) {
+                    (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+                    _ => return,
+                }
+            };
+        }
+        macro_rules! check_next {
+            ($r:expr, $i:expr) => {
+                check($r.0.try_recv(), $i);
+                check($r.1.try_recv(), $i);
+                check($r.2.try_recv(), $i);
+                check($r.3.try_recv(), $i);
+                check($r.4.try_recv_ref().map(|a| a.offset()), $i);
+            };
+        }
+        let (mut values, mut events) = (readers!(FuzzValue), readers!(FuzzEvent));
         let tx = ch.tx();
         let mut sent = 0u64;
         let mut rest = data;
@@ -457,16 +464,8 @@ mod typed {
             }
         }
         for i in 0..sent {
-            check(values.0.try_recv(), i);
-            check(values.1.try_recv(), i);
-            check(values.2.try_recv(), i);
-            check(values.3.try_recv(), i);
-            check(values.4.try_recv_ref().map(|a| a.offset()), i);
-            check(events.0.try_recv(), i);
-            check(events.1.try_recv(), i);
-            check(events.2.try_recv(), i);
-            check(events.3.try_recv(), i);
-            check(events.4.try_recv_ref().map(|a| a.offset()), i);
+            check_next!(values, i);
+            check_next!(events, i);
         }
         assert!(matches!(values.0.try_recv(), Err(TryRecvError::Empty)));
         assert!(matches!(events.4.try_recv_ref(), Err(TryRecvError::Empty)));
