@@ -981,11 +981,9 @@ mod tests {
         );
         drop(held);
         // Nobody else is there to finish it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sh.published_seq.load(Ordering::Acquire) < 1 {
-            assert!(Instant::now() < deadline, "the flusher never finished the send");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        crate::wait_until("the flusher to finish the send", || {
+            sh.published_seq.load(Ordering::Acquire) >= 1
+        });
         ch.close()?;
         Ok(())
     }
@@ -1054,7 +1052,7 @@ mod tests {
                 .filter(|&id| id != active)
                 .collect()
         };
-        wait_until("the flusher to let go of the sealed segments", || {
+        crate::wait_until("the flusher to let go of the sealed segments", || {
             use crate::storage::Storage as _;
             sealed.iter().all(|&id| {
                 !ch.shared
@@ -1065,18 +1063,8 @@ mod tests {
         for _ in 0..n {
             assert_eq!(rx.recv()?, FILLER);
         }
-        wait_until("GC to get there", || until(&ch.stats()));
+        crate::wait_until("GC to get there", || until(&ch.stats()));
         Ok(())
-    }
-
-    /// Waits up to 10 s for `done` (a setup step that background work
-    /// completes).
-    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "setup: timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 
     /// Spares too small for a segment under the current settings (a reopen
@@ -1376,7 +1364,7 @@ mod tests {
         // flusher to finish its last round (the receiver asked it for GC
         // again, and it writes the head) and park.
         let flusher = &ch.shared.flusher;
-        wait_until("the flusher to go idle", || {
+        crate::wait_until("the flusher to go idle", || {
             flusher.idle.load(Ordering::SeqCst) && !flusher.gc_pending.load(Ordering::Acquire)
         });
         let spares = ch.stats().spare_segments;

@@ -484,14 +484,7 @@ fn read_then_fail_a_dir_sync(
     // then delete that file rather than keep it as a spare, and the fsync
     // set to fail would not follow a spare's rename.
     let first = dir.join(crate::format::segment_file_name(1));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sim.is_mapped(&first) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first segment is still mapped"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    crate::wait_until("the first segment to be unmapped", || !sim.is_mapped(&first));
     sim.fail(crate::storage::sim::FailPlan {
         from_op: 1,
         once: true,

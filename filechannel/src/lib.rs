@@ -39,6 +39,17 @@ mod model_tests;
 #[cfg(all(test, shuttle))]
 mod shuttle_tests;
 
+/// For tests: waits up to 10 s for `done`, which background work (the
+/// flusher's next round, GC) makes true, and fails the test after that.
+#[cfg(test)]
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 pub use crate::channel::{FileChannel, Sender, Stats};
 pub use crate::compress::Compression;
 pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};
