@@ -12,7 +12,10 @@
 //! of the body's length plus [`ZERO_SIZED_ELEMENTS`]: an element takes at
 //! least a byte, unless its type is zero-sized (`()`, a unit struct), and
 //! six bytes declaring 2^40 of those would otherwise keep the decoder busy
-//! for hours.
+//! for hours. Only counts that the bytes declare are counted: the fields of a
+//! struct, tuple, array or variant, which postcard and bincode also hand
+//! over as a sequence, are as many as the type says, and counting them too
+//! would charge a `Vec<(u32, u32)>` three units for two bytes.
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use std::cell::Cell;
@@ -102,9 +105,16 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
     }
 }
 
-/// `visitor`, walking what it is handed at `depth` with `budget`.
-fn wrap<V>(visitor: V, depth: usize, budget: &Budget) -> Wrap<'_, V> {
-    Wrap { visitor, depth, budget }
+/// `visitor`, walking what it is handed at `depth` with `budget`; the
+/// elements of a sequence or map it is handed spend the budget if `counted`
+/// (see the module's comment).
+fn wrap<V>(visitor: V, depth: usize, budget: &Budget, counted: bool) -> Wrap<'_, V> {
+    Wrap {
+        visitor,
+        depth,
+        budget,
+        counted,
+    }
 }
 
 /// The visitor side: one level deeper for whatever it is handed to walk.
@@ -112,6 +122,9 @@ struct Wrap<'b, V> {
     visitor: V,
     depth: usize,
     budget: &'b Budget,
+    /// Whether a sequence or map handed to it has as many elements as its
+    /// bytes say (not as many as a struct's or tuple's type says).
+    counted: bool,
 }
 
 impl<V> Wrap<'_, V> {
@@ -126,7 +139,7 @@ impl<V> Wrap<'_, V> {
 macro_rules! forward_deserialize {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(wrap(visitor, self.depth, self.budget))
+            self.inner.$method(wrap(visitor, self.depth, self.budget, true))
         }
     )*};
 }
@@ -164,17 +177,17 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
 
     fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
         self.inner
-            .deserialize_unit_struct(name, wrap(visitor, self.depth, self.budget))
+            .deserialize_unit_struct(name, wrap(visitor, self.depth, self.budget, true))
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
         self.inner
-            .deserialize_newtype_struct(name, wrap(visitor, self.depth, self.budget))
+            .deserialize_newtype_struct(name, wrap(visitor, self.depth, self.budget, true))
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
         self.inner
-            .deserialize_tuple(len, wrap(visitor, self.depth, self.budget))
+            .deserialize_tuple(len, wrap(visitor, self.depth, self.budget, false))
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -184,7 +197,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         self.inner
-            .deserialize_tuple_struct(name, len, wrap(visitor, self.depth, self.budget))
+            .deserialize_tuple_struct(name, len, wrap(visitor, self.depth, self.budget, false))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -194,7 +207,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         self.inner
-            .deserialize_struct(name, fields, wrap(visitor, self.depth, self.budget))
+            .deserialize_struct(name, fields, wrap(visitor, self.depth, self.budget, false))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -204,7 +217,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         self.inner
-            .deserialize_enum(name, variants, wrap(visitor, self.depth, self.budget))
+            .deserialize_enum(name, variants, wrap(visitor, self.depth, self.budget, true))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -282,6 +295,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
             inner: seq,
             depth,
             budget: self.budget,
+            counted: self.counted,
         })
     }
 
@@ -291,6 +305,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
             inner: map,
             depth,
             budget: self.budget,
+            counted: self.counted,
         })
     }
 
@@ -300,16 +315,19 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
             inner: data,
             depth,
             budget: self.budget,
+            counted: self.counted,
         })
     }
 }
 
 /// A sequence, map, enum or variant access whose elements decode through
-/// [`Limited`] at `depth`; sequence and map elements spend the budget.
+/// [`Limited`] at `depth`; sequence and map elements spend the budget if
+/// `counted`.
 struct Access<'b, A> {
     inner: A,
     depth: usize,
     budget: &'b Budget,
+    counted: bool,
 }
 
 impl<'b, A> Access<'b, A> {
@@ -326,7 +344,9 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        spend(self.budget)?;
+        if self.counted {
+            spend(self.budget)?;
+        }
         self.inner.next_element_seed(self.seed(seed))
     }
 
@@ -339,7 +359,9 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        spend(self.budget)?;
+        if self.counted {
+            spend(self.budget)?;
+        }
         self.inner.next_key_seed(self.seed(seed))
     }
 
@@ -357,7 +379,7 @@ impl<'b, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
     type Variant = Access<'b, A::Variant>;
 
     fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
-        let (depth, budget) = (self.depth, self.budget);
+        let (depth, budget, counted) = (self.depth, self.budget, self.counted);
         let (value, variant) = self.inner.variant_seed(Seed { seed, depth, budget })?;
         Ok((
             value,
@@ -365,6 +387,7 @@ impl<'b, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
                 inner: variant,
                 depth,
                 budget,
+                counted,
             },
         ))
     }
@@ -383,7 +406,8 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.tuple_variant(len, wrap(visitor, self.depth, self.budget))
+        self.inner
+            .tuple_variant(len, wrap(visitor, self.depth, self.budget, false))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -392,6 +416,6 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
         visitor: V,
     ) -> Result<V::Value, A::Error> {
         self.inner
-            .struct_variant(fields, wrap(visitor, self.depth, self.budget))
+            .struct_variant(fields, wrap(visitor, self.depth, self.budget, false))
     }
 }

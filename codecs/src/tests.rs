@@ -224,3 +224,42 @@ fn a_huge_count_of_zero_sized_elements_is_refused_at_once() {
         assert_eq!(<Postcard as Decode<Vec<u8>>>::decode(&buf).unwrap(), bytes);
     }
 }
+
+/// The budget counts the elements a body declares, not the fields of the
+/// structs, tuples and arrays in them (postcard and bincode hand those over
+/// as sequences too): a long `Vec<(u32, u32)>` of small values takes two
+/// bytes an element, and was refused as "more elements than the body can
+/// hold" when each tuple cost three units (from a read-only review).
+#[cfg(any(feature = "postcard", feature = "bincode"))]
+#[test]
+fn long_sequences_of_tuples_arrays_and_structs_decode() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Pair {
+        a: u8,
+        b: u8,
+    }
+    fn check<C, T>(v: &T)
+    where
+        C: Encode<T> + Decode<T>,
+        T: PartialEq + std::fmt::Debug,
+    {
+        let mut buf = Vec::new();
+        C::encode(v, &mut buf).unwrap();
+        assert_eq!(&C::decode(&buf).unwrap(), v);
+    }
+    let pairs = vec![(1u32, 2u32); 100_000];
+    let hashes = vec![[7u8; 32]; 100_000];
+    let structs: Vec<Pair> = (0..100_000).map(|i| Pair { a: i as u8, b: 1 }).collect();
+    #[cfg(feature = "postcard")]
+    {
+        check::<Postcard, _>(&pairs);
+        check::<Postcard, _>(&hashes);
+        check::<Postcard, _>(&structs);
+    }
+    #[cfg(feature = "bincode")]
+    {
+        check::<Bincode, _>(&pairs);
+        check::<Bincode, _>(&hashes);
+        check::<Bincode, _>(&structs);
+    }
+}
