@@ -228,13 +228,19 @@ fn remove_if_present<S: Storage>(storage: &S, path: &Path) -> Result<bool, Schem
 /// channel is closing: `close` takes this lock after marking the channel
 /// closing and before it lets the directory lock go, so no registry I/O
 /// runs without the directory lock (another owner's registry file could be
-/// overwritten with ours, or its temporary file removed).
+/// overwritten with ours, or its temporary file removed). Except that with
+/// `in_memory_after_close`, for an `f` that does no I/O, a registry loaded
+/// before the close is still used: a typed receiver draining after `close`
+/// checks shapes recorded since it was made against it.
 fn with_registry<S: Storage, R>(
     shared: &Shared<S>,
+    in_memory_after_close: bool,
     f: impl FnOnce(&mut Registry) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let mut guard = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
-    ensure_open(shared)?;
+    if !(in_memory_after_close && guard.is_some()) {
+        ensure_open(shared)?;
+    }
     let reg = match &mut *guard {
         Some(r) => r,
         None => guard.insert(Registry::load(&shared.storage, &shared.dir)?),
@@ -266,7 +272,8 @@ pub(crate) fn check<S: Storage>(
     if parts.is_empty() && previous.is_empty() {
         return ensure_open(shared).map(|()| true);
     }
-    with_registry(shared, |reg| {
+    // A check that records nothing does no I/O once the registry is loaded.
+    with_registry(shared, !register, |reg| {
         let mut new: BTreeMap<(u64, u32), RegisteredSchema> = BTreeMap::new();
         for SchemaPart {
             name,
@@ -343,7 +350,7 @@ pub(crate) fn check<S: Storage>(
 
 /// Everything registered, for tools and people.
 pub(crate) fn list<S: Storage>(shared: &Shared<S>) -> Result<Vec<RegisteredSchema>, Error> {
-    with_registry(shared, |reg| Ok(reg.entries.values().cloned().collect()))
+    with_registry(shared, false, |reg| Ok(reg.entries.values().cloned().collect()))
 }
 
 #[cfg(test)]
@@ -453,25 +460,33 @@ mod tests {
     /// A receiver made before any sender of its type passes (nothing to
     /// compare with) and must not pin its guess; a sender that then records
     /// another shape is caught at the receiver's next message. It used to
-    /// decode on: the swapped fields came out swapped, with no error.
+    /// decode on: the swapped fields came out swapped, with no error. Also
+    /// when the receiver drains after `close` (the usual shutdown order),
+    /// which still decoded on until 2026-11-29 (from a read-only review).
     #[cfg(feature = "postcard")]
     #[test]
     fn a_receiver_made_before_any_sender_catches_a_shape_recorded_later() {
         use crate::codec::Postcard;
         use crate::{DecodeError, RecvError, TryRecvError};
-        let ch = open(SimStorage::new());
-        let mut rx = ch.typed_rx::<P, Postcard>().unwrap();
-        assert!(ch.schemas().unwrap().is_empty(), "the receiver pinned its shape");
-        let tx = ch.typed_tx::<PSwapped, Postcard>().unwrap();
-        tx.send(&PSwapped { b: 1, a: 2 }).unwrap();
-        tx.send(&PSwapped { b: 3, a: 4 }).unwrap();
-        for offset in 0..2 {
-            match rx.try_recv() {
-                Err(TryRecvError::Failed(RecvError::Decode {
-                    offset: o,
-                    source: DecodeError::Schema(SchemaError::Changed { .. }),
-                })) => assert_eq!(o, offset),
-                other => panic!("message {offset}: {other:?}"),
+        for close_first in [false, true] {
+            let ch = open(SimStorage::new());
+            let mut rx = ch.typed_rx::<P, Postcard>().unwrap();
+            assert!(ch.schemas().unwrap().is_empty(), "the receiver pinned its shape");
+            let tx = ch.typed_tx::<PSwapped, Postcard>().unwrap();
+            tx.send(&PSwapped { b: 1, a: 2 }).unwrap();
+            tx.send(&PSwapped { b: 3, a: 4 }).unwrap();
+            if close_first {
+                drop(tx);
+                ch.close().unwrap();
+            }
+            for offset in 0..2 {
+                match rx.try_recv() {
+                    Err(TryRecvError::Failed(RecvError::Decode {
+                        offset: o,
+                        source: DecodeError::Schema(SchemaError::Changed { .. }),
+                    })) => assert_eq!(o, offset),
+                    other => panic!("closed first: {close_first}, message {offset}: {other:?}"),
+                }
             }
         }
         // Made before a sender of the same shape, it reads on.

@@ -695,8 +695,10 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
                     source: DecodeError::Schema(source),
                 });
             }
-            // Closed (draining after `close`) or unreadable: nothing to
-            // compare with; checked again at the next message.
+            // `Closed` with no registry loaded, which `new` did: a receiver
+            // draining after `close` checks against the registry as loaded
+            // (and as this process recorded since). Nothing to compare with;
+            // checked again at the next message.
             Err(_) => {}
         }
         Ok(())
