@@ -248,7 +248,8 @@ fn with_registry<S: Storage, R>(
     f(reg)
 }
 
-fn ensure_open<S: Storage>(shared: &Shared<S>) -> Result<(), Error> {
+/// `Closed` once the channel is closing.
+pub(crate) fn ensure_open<S: Storage>(shared: &Shared<S>) -> Result<(), Error> {
     if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
         Err(Error::Closed)
     } else {
@@ -478,6 +479,9 @@ mod tests {
             if close_first {
                 drop(tx);
                 ch.close().unwrap();
+                // The loaded registry serves receivers made before the
+                // close, not new ones.
+                assert!(matches!(ch.typed_rx::<P, Postcard>(), Err(crate::Error::Closed)));
             }
             for offset in 0..2 {
                 match rx.try_recv() {

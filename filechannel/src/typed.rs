@@ -624,7 +624,11 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     /// # Errors
     /// As [`FileChannel::typed_rx`].
     pub fn new(rx: R) -> Result<Self, Error> {
-        let recorded = check_schema::<T, R::Storage>(rx.receiver_ref().shared(), false)?;
+        let shared = rx.receiver_ref().shared();
+        // The check below may use the registry as loaded once closed (for
+        // receivers made before): a new one is still refused.
+        crate::registry::ensure_open(shared)?;
+        let recorded = check_schema::<T, R::Storage>(shared, false)?;
         Ok(TypedRx {
             rx,
             unknown: UnknownVersion::Error,
