@@ -516,6 +516,27 @@ mod tests {
         assert_eq!(ch.schemas().unwrap().len(), 1);
     }
 
+    /// A typed acking receiver refused by the schema check holds nothing
+    /// back: it used to be built before the check and dropped on the
+    /// error, leaving a ghost cursor at the head that kept every segment
+    /// until the next acking receiver (from a read-only review).
+    #[test]
+    fn a_refused_typed_ack_receiver_holds_no_segment_back() {
+        let ch = open(SimStorage::new());
+        ch.typed_tx::<A, Nothing>().unwrap();
+        assert!(changed(ch.typed_rx_ack::<AChanged, Nothing>()));
+        let (tx, mut rx) = (ch.tx(), ch.rx());
+        for _ in 0..20 {
+            tx.send(&[0u8; 1000]).unwrap();
+        }
+        tx.flush().unwrap();
+        assert!(ch.stats().segments > 4, "{:?}", ch.stats());
+        for _ in 0..20 {
+            rx.recv().unwrap();
+        }
+        crate::wait_until("consumed segments to go", || ch.stats().segments == 1);
+    }
+
     /// A composite whose parts do not all match records none of them: the
     /// new part of a refused type must not be pinned by a sender that never
     /// sent anything.

@@ -624,11 +624,7 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     /// # Errors
     /// As [`FileChannel::typed_rx`].
     pub fn new(rx: R) -> Result<Self, Error> {
-        let shared = rx.receiver_ref().shared();
-        // The check below may use the registry as loaded once closed (for
-        // receivers made before): a new one is still refused.
-        crate::registry::ensure_open(shared)?;
-        let recorded = check_schema::<T, R::Storage>(shared, false)?;
+        let recorded = check_receiver_schema::<T, R::Storage>(rx.receiver_ref().shared())?;
         Ok(TypedRx {
             rx,
             unknown: UnknownVersion::Error,
@@ -937,6 +933,14 @@ impl<T, C, R> std::fmt::Debug for TypedIter<'_, T, C, R> {
     }
 }
 
+/// A new typed receiver's check: [`check_schema`] without recording, and
+/// `Closed` once the channel is (the check itself may use the registry as
+/// loaded after that, for receivers made before the close).
+fn check_receiver_schema<T: Message + ?Sized, S: Storage>(shared: &crate::channel::Shared<S>) -> Result<bool, Error> {
+    crate::registry::ensure_open(shared)?;
+    check_schema::<T, S>(shared, false)
+}
+
 /// Checks `T`'s shape against the channel's schema registry (every part of
 /// it: a composite holds derived types); a sender (`register`) records a
 /// (name, version) seen for the first time, a receiver also checks the
@@ -1000,6 +1004,10 @@ impl<S: Storage> FileChannel<S> {
     /// version in this directory (`Changed`), or the record cannot be read
     /// (`Corrupt`, `Io`).
     pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
+        // Checked before the acking receiver exists: one dropped on the
+        // error would leave a ghost cursor at the head, keeping every
+        // segment from then on until the next acking receiver.
+        check_receiver_schema::<T, S>(self.shared())?;
         TypedRx::new(self.rx_ack())
     }
 }
