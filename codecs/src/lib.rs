@@ -270,12 +270,19 @@ mod bincode_codec {
 pub use bincode_codec::{Bincode, DECODE_LIMIT as BINCODE_DECODE_LIMIT};
 
 #[cfg(feature = "json")]
+mod json_finite;
+
+#[cfg(feature = "json")]
 mod json_codec {
     use super::*;
 
     /// JSON through [serde_json](https://docs.rs/serde_json): readable with
     /// `strings` or `jq` on a raw receiver's output, for debugging and
     /// interop. Larger and slower than the binary codecs.
+    ///
+    /// A value holding a NaN or an infinite `f32`/`f64` is an encode
+    /// error: JSON cannot write them, and serde_json would write `null`
+    /// in their place (`Some(f64::NAN)` would come back as `None`).
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
     pub struct Json;
 
@@ -288,7 +295,8 @@ mod json_codec {
         #[inline]
         fn encode(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
             let before = buf.len();
-            serde_json::to_writer(&mut *buf, value).map_err(|e| {
+            let mut ser = serde_json::Serializer::new(&mut *buf);
+            value.serialize(crate::json_finite::Finite(&mut ser)).map_err(|e| {
                 buf.truncate(before);
                 CodecError::encode::<T>(Self::NAME, e)
             })

@@ -263,3 +263,55 @@ fn long_sequences_of_tuples_arrays_and_structs_decode() {
         check::<Bincode, _>(&structs);
     }
 }
+
+/// NaN and the infinities are encode errors wherever they sit, and the
+/// buffer keeps what it held: serde_json would write `null` for them, and
+/// `Some(f64::NAN)` came back as `None` (from a read-only review). Finite
+/// values, the largest and negative zero included, are written exactly as
+/// serde_json writes them.
+#[cfg(feature = "json")]
+#[test]
+fn json_refuses_non_finite_floats_anywhere() {
+    #[derive(serde::Serialize)]
+    enum E {
+        N(f64),
+        T(u8, f32),
+        S { x: f64 },
+    }
+    #[derive(serde::Serialize)]
+    struct W(f64);
+    fn refused<T: serde::Serialize>(what: &str, v: &T) {
+        let mut buf = b"keep".to_vec();
+        match Json::encode(v, &mut buf) {
+            Err(CodecError::Encode {
+                codec: "json", source, ..
+            }) => {
+                assert!(source.to_string().contains("is not a JSON number"), "{what}: {source}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(buf, b"keep", "{what}");
+    }
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        refused("f64", &bad);
+        refused("f32", &(bad as f32));
+        refused("Some", &Some(bad));
+        refused("Vec", &vec![1.0, bad]);
+        refused("tuple", &(1u8, bad));
+        refused("newtype", &W(bad));
+        refused("newtype variant", &E::N(bad));
+        refused("tuple variant", &E::T(1, bad as f32));
+        refused("struct variant", &E::S { x: bad });
+        refused("map value", &std::collections::BTreeMap::from([("k", bad)]));
+        refused("nested", &Some(vec![Some((String::new(), vec![bad]))]));
+    }
+    let fine = (
+        vec![0.0, -0.0, f64::MAX, f64::MIN_POSITIVE, 1.5],
+        Some(f32::MAX),
+        std::collections::BTreeMap::from([(1u32, vec![E::S { x: 2.5 }, E::N(-1.0), E::T(3, 0.25)])]),
+        W(7.0),
+    );
+    let mut buf = Vec::new();
+    Json::encode(&fine, &mut buf).unwrap();
+    assert_eq!(buf, serde_json::to_vec(&fine).unwrap());
+}

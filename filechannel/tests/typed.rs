@@ -464,6 +464,15 @@ fn encode_failure_writes_nothing() {
     assert_eq!(ch.write_offset(), 0);
     tx.send(&BTreeMap::new()).unwrap();
     assert_eq!(ch.write_offset(), 1);
+    // JSON has no NaN: serde_json writes null, and `Some(NaN)` came back
+    // as `None`. Refused at the send, and nothing written.
+    let tx = ch.typed_tx::<Option<f64>, filechannel::codec::Json>().unwrap();
+    assert!(matches!(tx.send(&Some(f64::NAN)), Err(SendError::Encode(_))));
+    assert_eq!(ch.write_offset(), 1);
+    tx.send(&Some(0.5)).unwrap();
+    let mut rx = ch.typed_rx::<Option<f64>, filechannel::codec::Json>().unwrap();
+    assert!(rx.try_recv().is_err(), "the map, not an Option<f64>");
+    assert_eq!(rx.try_recv().unwrap(), Some(0.5));
 }
 
 #[test]
