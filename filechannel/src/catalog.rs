@@ -349,12 +349,13 @@ impl<S: Storage> Catalog<S> {
     /// Deletes consumed segment `id`, or keeps its file as a spare. The
     /// directory is synced after each one, so that a power loss cannot bring
     /// back an older segment after a newer one went: the chain stays
-    /// unbroken.
+    /// unbroken. A file already gone (deleted by somebody else) counts as
+    /// deleted. After a failure the segment stays in the chain, and in
+    /// `unsynced` for the next `sync()` or `close`.
     fn retire(&mut self, storage: &S, dir: &Path, id: u64) -> std::io::Result<()> {
-        self.unsynced.remove(&id);
         let path = dir.join(segment_file_name(id));
         if self.segments.get(&id).is_some_and(|m| m.packed.is_some()) {
-            storage.remove(&dir.join(compressed_file_name(id)))?;
+            remove_unless_gone(storage, &dir.join(compressed_file_name(id)))?;
         } else if let Some(file) = (self.spares.len() < MAX_SPARES && !storage.is_mapped(&path))
             .then(|| lock_for_reuse(storage, &path))
             .flatten()
@@ -364,8 +365,9 @@ impl<S: Storage> Catalog<S> {
             storage.rename(&path, &spare)?;
             self.spares.push(Spare { path: spare, len, file });
         } else {
-            storage.remove(&path)?;
+            remove_unless_gone(storage, &path)?;
         }
+        self.unsynced.remove(&id);
         // A compressed copy and its plain file can both exist for a moment
         // (the compressor deletes the plain file after the swap): neither may
         // outlive the segment.
@@ -387,6 +389,17 @@ impl<S: Storage> Catalog<S> {
             self.dir_unsynced = true;
         }
         Ok(())
+    }
+}
+
+/// Removes `path`; one that is not there is as good as removed.
+fn remove_unless_gone<S: Storage>(storage: &S, path: &Path) -> std::io::Result<()> {
+    match storage.remove(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "a consumed segment's file was already gone");
+            Ok(())
+        }
+        r => r,
     }
 }
 

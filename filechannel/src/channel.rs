@@ -1141,6 +1141,75 @@ mod tests {
         Ok((ch, rx))
     }
 
+    /// GC goes on past a consumed segment whose file somebody else
+    /// deleted: the removal's `NotFound` used to count as a failure, and GC
+    /// stopped at that segment at every later pass, keeping everything
+    /// after it (from a read-only review).
+    #[test]
+    fn gc_goes_on_past_a_segment_file_deleted_behind_its_back() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::Storage as _;
+        let sim = crate::storage::sim::SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx, holder) = (ch.tx(), ch.rx(), ch.rx());
+        for _ in 0..6 {
+            tx.send(&FILLER)?;
+        }
+        for _ in 0..6 {
+            rx.recv()?;
+        }
+        assert!(ch.stats().segments >= 6, "{:?}", ch.stats());
+        sim.remove(&std::path::Path::new("/ch").join(crate::format::segment_file_name(1)))?;
+        drop(holder);
+        crate::wait_until("GC to pass the deleted file", || ch.stats().segments == 1);
+        ch.close()?;
+        Ok(())
+    }
+
+    /// A consumed segment whose deletion fails stays in the chain and
+    /// among the segments `close` fsyncs: it used to leave that list
+    /// before the deletion was tried, and `close` then recorded a clean
+    /// shutdown over a segment never fsynced (from a read-only review).
+    #[test]
+    fn a_segment_whose_deletion_fails_is_still_fsynced_at_close() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::storage::sim::{FailPlan, OpKind};
+        let sim = crate::storage::sim::SimStorage::new();
+        let ch = sim_channel(&sim)?;
+        let (tx, mut rx, holder) = (ch.tx(), ch.rx(), ch.rx());
+        for _ in 0..3 {
+            tx.send(&FILLER)?;
+        }
+        for _ in 0..3 {
+            rx.recv()?;
+        }
+        let first = std::path::Path::new("/ch").join(crate::format::segment_file_name(1));
+        sim.fail(FailPlan {
+            from_op: 1,
+            once: false,
+            kind: std::io::ErrorKind::Other,
+            // Deleting and keeping as a spare fail alike.
+            only: Some(|op| matches!(op, OpKind::Remove(_) | OpKind::Rename(..))),
+        });
+        // Its map keeps segment 1 from becoming a spare: GC deletes it
+        // (later passes may try to keep it as a spare).
+        drop(holder);
+        assert!(
+            sim.failed().iter().any(|(_, op)| *op == OpKind::Remove(first.clone())),
+            "{:?}",
+            sim.failed()
+        );
+        // (Its header was fsynced when it was made.)
+        let fsyncs = || {
+            sim.log()
+                .iter()
+                .filter(|(_, op)| *op == OpKind::SyncData(first.clone()))
+                .count()
+        };
+        let before = fsyncs();
+        ch.close()?;
+        assert!(fsyncs() > before, "close did not fsync the segment it could not delete");
+        Ok(())
+    }
+
     /// A receiver maps a segment under a shared lock, which lasts as long as
     /// its map: nobody can take the exclusive lock that recycling needs.
     #[test]
