@@ -623,8 +623,10 @@ fn scan(map: &SegmentMap, id: u64, base_seq: u64) -> (usize, u64, bool) {
 /// Creates segment `id` — from `spare` (a consumed segment file kept for
 /// reuse, whose pages are likely still cached) when given, else as a new
 /// file with its space reserved — writes its header, fsyncs it (in every
-/// mode, so that the name never reaches the disk before the header does) and
-/// maps it. With `sync` the directory entry is fsynced too; otherwise the
+/// mode: a spare is renamed only after, so its new name never reaches the
+/// disk before its header; a new file's name exists from its creation on,
+/// and may reach the disk first, with a directory fsync of GC's: recovery
+/// step 2 handles a segment without a valid header) and maps it. With `sync` the directory entry is fsynced too; otherwise the
 /// caller must sync the directory before it reports anything in the segment
 /// durable. `spare` is emptied once the file is renamed into the segment:
 /// after a failure it still names a spare the caller may use again.

@@ -120,7 +120,8 @@ pub trait StorageFile: Send + Sync + 'static {
 /// writable when the map was created writable.
 #[allow(clippy::len_without_is_empty)] // a region length, not a collection
 pub unsafe trait StorageMap: Send + Sync + 'static {
-    /// Start of the region; page-aligned.
+    /// Start of the region: page-aligned for a mapped file, 16-byte
+    /// aligned for a decompressed copy (`HeapMap`).
     fn as_ptr(&self) -> *mut u8;
     /// Length of the region in bytes.
     fn len(&self) -> usize;
