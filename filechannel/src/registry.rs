@@ -424,6 +424,9 @@ mod tests {
             drop(ch);
             for (i, image) in std::iter::once(snap.process_crash_image())
                 .chain((0..3).map(|seed| snap.power_loss_image(k * 31 + seed)))
+                // Nothing after the last fsyncs: after the rename and
+                // before its directory fsync, the old registry.
+                .chain(std::iter::once(snap.durable_image()))
                 .enumerate()
             {
                 images += 1;
