@@ -749,7 +749,6 @@ impl StorageFile for SimFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Storage as _, StorageFile as _};
 
     /// A rename over a name, with no directory fsync after it: a power loss
     /// leaves the old file under that name. The image used to show the new
