@@ -1141,6 +1141,33 @@ mod tests {
         Ok((ch, rx))
     }
 
+    /// A channel on `sim`, a receiver that has read its `n` [`FILLER`]s,
+    /// and one that has read nothing: it holds every segment (and the map
+    /// of the first) until it is dropped. (With no receiver left, GC
+    /// deletes nothing: keep the first.)
+    #[allow(clippy::type_complexity)]
+    fn consumed_but_held(
+        sim: &crate::storage::sim::SimStorage,
+        n: usize,
+    ) -> Result<
+        (
+            FileChannel<crate::storage::sim::SimStorage>,
+            crate::Receiver<crate::storage::sim::SimStorage>,
+            crate::Receiver<crate::storage::sim::SimStorage>,
+        ),
+        Box<dyn std::error::Error>,
+    > {
+        let ch = sim_channel(sim)?;
+        let (tx, mut rx, holder) = (ch.tx(), ch.rx(), ch.rx());
+        for _ in 0..n {
+            tx.send(&FILLER)?;
+        }
+        for _ in 0..n {
+            rx.recv()?;
+        }
+        Ok((ch, rx, holder))
+    }
+
     /// GC goes on past a consumed segment whose file somebody else
     /// deleted: the removal's `NotFound` used to count as a failure, and GC
     /// stopped at that segment at every later pass, keeping everything
@@ -1149,14 +1176,7 @@ mod tests {
     fn gc_goes_on_past_a_segment_file_deleted_behind_its_back() -> Result<(), Box<dyn std::error::Error>> {
         use crate::storage::Storage as _;
         let sim = crate::storage::sim::SimStorage::new();
-        let ch = sim_channel(&sim)?;
-        let (tx, mut rx, holder) = (ch.tx(), ch.rx(), ch.rx());
-        for _ in 0..6 {
-            tx.send(&FILLER)?;
-        }
-        for _ in 0..6 {
-            rx.recv()?;
-        }
+        let (ch, _rx, holder) = consumed_but_held(&sim, 6)?;
         assert!(ch.stats().segments >= 6, "{:?}", ch.stats());
         sim.remove(&std::path::Path::new("/ch").join(crate::format::segment_file_name(1)))?;
         drop(holder);
@@ -1173,14 +1193,7 @@ mod tests {
     fn a_segment_whose_deletion_fails_is_still_fsynced_at_close() -> Result<(), Box<dyn std::error::Error>> {
         use crate::storage::sim::{FailPlan, OpKind};
         let sim = crate::storage::sim::SimStorage::new();
-        let ch = sim_channel(&sim)?;
-        let (tx, mut rx, holder) = (ch.tx(), ch.rx(), ch.rx());
-        for _ in 0..3 {
-            tx.send(&FILLER)?;
-        }
-        for _ in 0..3 {
-            rx.recv()?;
-        }
+        let (ch, _rx, holder) = consumed_but_held(&sim, 3)?;
         let first = std::path::Path::new("/ch").join(crate::format::segment_file_name(1));
         sim.fail(FailPlan {
             from_op: 1,
