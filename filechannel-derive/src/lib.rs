@@ -47,6 +47,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::Span;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt as _;
 use syn::{DeriveInput, LitInt, LitStr, Path, parse_macro_input, spanned::Spanned};
 
 /// Implements `filechannel::Message` and `filechannel::Migrate`: a stable
@@ -158,7 +159,8 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let ident = &input.ident;
     let krate = a.krate.map_or_else(|| quote!(::filechannel), |p| quote!(#p));
     let p = quote!(#krate::__private);
-    let name = a.name.as_ref().map_or_else(|| ident.to_string(), LitStr::value);
+    // `r#Foo` and `Foo` are one identifier (serde writes both as `Foo`).
+    let name = a.name.as_ref().map_or_else(|| ident.unraw().to_string(), LitStr::value);
     if RESERVED.contains(&name.as_str()) {
         let message = format!(
             "`{name}` is the name the std types' messages use (their tags would collide); \
@@ -325,6 +327,12 @@ fn field_steps(
             for t in inner {
                 field_steps(t, ident, p, steps);
             }
+            // An array's length is a value, not in its tokens when it is a
+            // const's name (postcard writes no length: it is the shape).
+            if let syn::Type::Array(a) = ty {
+                let len = &a.len;
+                steps.push(quote!(let __fp = #p::combine(__fp, (#len) as ::core::primitive::u64);));
+            }
         }
         // The type itself, or another kind that mentions it.
         _ => steps.push(quote!(let __fp = #p::combine(__fp, #p::name_hash("<recursive>"));)),
@@ -369,10 +377,23 @@ fn shape(input: &DeriveInput, p: &proc_macro2::TokenStream) -> syn::Result<(proc
         for (i, f) in fields.iter().enumerate() {
             let ty = normalise(&f.ty);
             let opaque = is_opaque(f)?;
-            let label = f.ident.as_ref().map_or_else(|| i.to_string(), ToString::to_string);
+            // Unraw: `r#gen` is `gen` (what serde writes; an edition
+            // migration adds the `r#`).
+            let label = f
+                .ident
+                .as_ref()
+                .map_or_else(|| i.to_string(), |id| id.unraw().to_string());
             let text = format!("{label}:{ty}{}", if opaque { "(opaque)" } else { "" });
             fold(text.clone(), Some((&f.ty, opaque)));
             parts.push(text);
+        }
+        // `S {}` and `S()` go on the wire unlike `S` (JSON: `{}`, `[]`,
+        // `null`): with no field to tell them apart, a marker does. (Only
+        // for no fields, so other fingerprints stay as they were.)
+        match fields {
+            syn::Fields::Named(n) if n.named.is_empty() => fold("{}".into(), None),
+            syn::Fields::Unnamed(u) if u.unnamed.is_empty() => fold("()".into(), None),
+            _ => {}
         }
         Ok(match fields {
             syn::Fields::Named(_) => format!("{{{}}}", parts.join(",")),
@@ -400,9 +421,9 @@ fn shape(input: &DeriveInput, p: &proc_macro2::TokenStream) -> syn::Result<(proc
                 let label = match &v.discriminant {
                     Some((_, expr)) => {
                         let tokens: String = quote!(#expr).to_string().split_whitespace().collect();
-                        format!("{}={tokens}", v.ident)
+                        format!("{}={tokens}", v.ident.unraw())
                     }
-                    None => v.ident.to_string(),
+                    None => v.ident.unraw().to_string(),
                 };
                 fold(format!("variant:{label}"), None);
                 vs.push(format!("{label}{}", fields_desc(&v.fields, &mut fold)?));

@@ -348,6 +348,136 @@ fn explicit_discriminants_are_fingerprinted() {
     assert_eq!(<repr_a::Level as Message>::SCHEMA.unwrap().shape, "enum{Low=1|High=2}");
 }
 
+/// The same type spelled with and without raw identifiers (what an edition
+/// migration does to a field named like a new keyword).
+#[allow(non_camel_case_types, dead_code)]
+mod raw {
+    use super::*;
+    pub mod plain {
+        use super::*;
+        #[derive(Message)]
+        pub struct Point {
+            pub foo: u32,
+            pub e: Dir,
+        }
+        #[derive(Message)]
+        pub enum Dir {
+            Up,
+            Down { by: u8 },
+        }
+    }
+    pub mod spelled_raw {
+        use super::*;
+        #[derive(Message)]
+        pub struct r#Point {
+            pub r#foo: u32,
+            pub r#e: Dir,
+        }
+        #[derive(Message)]
+        pub enum Dir {
+            r#Up,
+            r#Down { r#by: u8 },
+        }
+    }
+}
+
+/// `r#foo` and `foo` are one identifier, and serde writes both as `foo`:
+/// the fingerprint, the shape and the default name agree. They differed
+/// (from a read-only review), so a crate moved to a new edition, with
+/// `r#` added to fields named like its new keywords, was refused by every
+/// channel it had written.
+#[test]
+fn raw_identifiers_are_their_plain_spelling() {
+    use raw::{plain, spelled_raw as r};
+    assert_eq!(<plain::Point as Shape>::FINGERPRINT, <r::Point as Shape>::FINGERPRINT);
+    assert_eq!(<plain::Dir as Shape>::FINGERPRINT, <r::Dir as Shape>::FINGERPRINT);
+    assert_eq!(<r::Point as Message>::NAME, "Point");
+    assert_eq!(
+        <r::Dir as Message>::SCHEMA.unwrap().shape,
+        <plain::Dir as Message>::SCHEMA.unwrap().shape
+    );
+}
+
+/// Unit, `{}` and `()` forms, which serde encodes differently (JSON
+/// `null`, `{}`, `[]`; a variant `"A"`, `{"A":{}}`, `{"A":[]}`).
+#[allow(dead_code)]
+mod empty_forms {
+    use super::*;
+    macro_rules! forms {
+        ($($m:ident: $s:item $e:item)*) => {$(
+            pub mod $m {
+                use super::*;
+                #[derive(Message)]
+                #[message(name = "t.S", version = 1)]
+                $s
+                #[derive(Message)]
+                #[message(name = "t.E", version = 1)]
+                $e
+            }
+        )*};
+    }
+    forms! {
+        unit: pub struct S; pub enum E { A }
+        braces: pub struct S {} pub enum E { A {} }
+        parens: pub struct S(); pub enum E { A() }
+    }
+}
+
+/// Those forms fingerprint differently: they all folded the same steps
+/// (from a read-only review), so a change between them passed the registry
+/// and failed every decode.
+#[test]
+fn unit_braces_and_parens_are_fingerprinted_apart() {
+    use empty_forms::{braces, parens, unit};
+    let s = [
+        <unit::S as Shape>::FINGERPRINT,
+        <braces::S as Shape>::FINGERPRINT,
+        <parens::S as Shape>::FINGERPRINT,
+    ];
+    let e = [
+        <unit::E as Shape>::FINGERPRINT,
+        <braces::E as Shape>::FINGERPRINT,
+        <parens::E as Shape>::FINGERPRINT,
+    ];
+    for set in [s, e] {
+        assert!(set[0] != set[1] && set[1] != set[2] && set[0] != set[2], "{set:x?}");
+    }
+}
+
+/// A recursive field's array length, named by a const: not in its tokens.
+#[allow(dead_code)]
+mod fanout {
+    use super::*;
+    pub mod two {
+        use super::*;
+        const FANOUT: usize = 2;
+        #[derive(Message)]
+        pub struct Node {
+            pub v: u32,
+            pub kids: [Option<Box<Node>>; FANOUT],
+        }
+    }
+    pub mod three {
+        use super::*;
+        const FANOUT: usize = 3;
+        #[derive(Message)]
+        pub struct Node {
+            pub v: u32,
+            pub kids: [Option<Box<Node>>; FANOUT],
+        }
+    }
+}
+
+/// The array's length counts inside a recursive field too (postcard writes
+/// none: it is the shape). It did not (from a read-only review).
+#[test]
+fn a_recursive_fields_array_length_is_fingerprinted() {
+    assert_ne!(
+        <fanout::two::Node as Shape>::FINGERPRINT,
+        <fanout::three::Node as Shape>::FINGERPRINT
+    );
+}
+
 /// Version 1 of `shop.Item2` as it was sent, and two version-2 readers:
 /// one whose `previous` is that type, one whose `previous` has the fields
 /// swapped (a manual upgrade gone wrong).
