@@ -2,7 +2,11 @@
 //!
 //! A receiver reads straight out of a memory map of the segment it is in:
 //! `recv_ref` checks the frame's CRC and hands back a slice of the map, with
-//! no copy, no allocation and no syscall. At a seal frame it maps the next
+//! no copy and no allocation, and in the steady state no syscall and no
+//! lock (in `Buffered` mode a receiver that runs out of finished frames
+//! finishes the senders' frames itself, under the catalog lock; a segment's
+//! first read-ahead is an `madvise`, later ones a request to the flusher).
+//! At a seal frame it maps the next
 //! segment (or takes the map another receiver made of it) and tells the
 //! catalog, which may then delete the one it left.
 
@@ -370,10 +374,13 @@ impl<S: Storage> Receiver<S> {
                 reason: "segment starts at a sequence number already delivered",
             });
         }
-        if !self.needs_enter && base > self.seq {
+        // (Counted from where this receiver starts: the messages below
+        // that it would have passed over anyway.)
+        let from = self.seq.max(self.skip_below);
+        if !self.needs_enter && base > from {
             tracing::warn!(
                 segment = id,
-                lost = base - self.seq,
+                lost = base - from,
                 "messages lost before this segment (recovered after power loss)"
             );
         }

@@ -5,10 +5,16 @@ use super::StorageMap;
 
 /// An owned, zero-initialised, 16-byte aligned buffer.
 pub(crate) struct HeapMap {
-    /// `u128` elements give the alignment archived rkyv data may need.
-    buf: Box<[u128]>,
+    /// 16-byte aligned elements give the alignment archived rkyv data may
+    /// need, on every target (`u128`, used before, is aligned as the
+    /// target says, which is not 16 everywhere).
+    buf: Box<[Chunk]>,
     len: usize,
 }
+
+/// Sixteen bytes, aligned to sixteen.
+#[repr(C, align(16))]
+struct Chunk([u8; 16]);
 
 impl std::fmt::Debug for HeapMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,15 +37,15 @@ impl HeapMap {
             return Ok(Self::empty());
         }
         let oom = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("cannot allocate {len} bytes"));
-        let layout = std::alloc::Layout::array::<u128>(words).map_err(|_| oom())?;
+        let layout = std::alloc::Layout::array::<Chunk>(words).map_err(|_| oom())?;
         // SAFETY: the layout has a non-zero size (`words > 0`).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u128>();
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Chunk>();
         if ptr.is_null() {
             return Err(oom());
         }
         // SAFETY: `ptr` was allocated by the global allocator with the layout
-        // of `[u128; words]`, which is what `Box<[u128]>` frees it with; all
-        // bytes are zero, a valid `u128`; nothing else owns the allocation.
+        // of `[Chunk; words]`, which is what `Box<[Chunk]>` frees it with; all
+        // bytes are zero, a valid `Chunk`; nothing else owns the allocation.
         let buf = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, words)) };
         Ok(HeapMap { buf, len })
     }
@@ -72,5 +78,21 @@ unsafe impl StorageMap for HeapMap {
 
     fn len(&self) -> usize {
         self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every buffer starts on 16 bytes, whatever its length.
+    #[test]
+    fn buffers_are_16_byte_aligned() -> std::io::Result<()> {
+        for len in [1, 15, 16, 17, 4096, 1 << 20] {
+            let map = HeapMap::zeroed(len)?;
+            assert_eq!(map.as_ptr() as usize % 16, 0, "{len} bytes");
+            assert_eq!(map.len(), len);
+        }
+        Ok(())
     }
 }
