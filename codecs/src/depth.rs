@@ -15,7 +15,10 @@
 //! for hours. Only counts that the bytes declare are counted: the fields of a
 //! struct, tuple, array or variant, which postcard and bincode also hand
 //! over as a sequence, are as many as the type says, and counting them too
-//! would charge a `Vec<(u32, u32)>` three units for two bytes.
+//! would charge a `Vec<(u32, u32)>` three units for two bytes. (So the
+//! length a `Deserialize` impl passes to `deserialize_tuple` is trusted:
+//! serde's and derived impls pass the type's; a hand-written one that
+//! passes a length read from the input is not bounded by the budget.)
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use std::cell::Cell;

@@ -241,9 +241,27 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     })
 }
 
-/// Type tokens as a stable string: no whitespace at all, paths as written.
+/// Type tokens as a stable string: no whitespace at all, paths as written,
+/// identifiers unraw (`r#gen::Msg` is `gen::Msg`).
 fn normalise(ty: &syn::Type) -> String {
-    quote!(#ty).to_string().split_whitespace().collect()
+    unraw_tokens(quote!(#ty)).to_string().split_whitespace().collect()
+}
+
+/// `tokens` with every identifier in its plain spelling.
+fn unraw_tokens(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    use proc_macro2::{Group, TokenTree};
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            TokenTree::Ident(i) => TokenTree::Ident(i.unraw()),
+            TokenTree::Group(g) => {
+                let mut plain = Group::new(g.delimiter(), unraw_tokens(g.stream()));
+                plain.set_span(g.span());
+                TokenTree::Group(plain)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 /// Whether `ty` is the type being derived: `Self`, or its bare identifier.
@@ -255,7 +273,9 @@ fn names_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
     let syn::Type::Path(tp) = ty else { return false };
     let path = &tp.path;
     match (&tp.qself, path.leading_colon, path.segments.first()) {
-        (None, None, Some(seg)) if path.segments.len() == 1 => seg.ident == *ident || seg.ident == "Self",
+        (None, None, Some(seg)) if path.segments.len() == 1 => {
+            seg.ident.unraw() == ident.unraw() || seg.ident == "Self"
+        }
         _ => false,
     }
 }
@@ -300,7 +320,7 @@ fn refers_to_self(ty: &syn::Type, ident: &syn::Ident) -> bool {
         Some(inner) => inner.into_iter().any(|t| refers_to_self(t, ident)),
         // Another kind (`dyn Trait<Self>`, a macro): by its tokens.
         None => quote!(#ty).into_iter().any(|t| match t {
-            proc_macro2::TokenTree::Ident(i) => i == *ident || i == "Self",
+            proc_macro2::TokenTree::Ident(i) => i.unraw() == ident.unraw() || i == "Self",
             _ => false,
         }),
     }

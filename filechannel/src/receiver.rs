@@ -2,10 +2,12 @@
 //!
 //! A receiver reads straight out of a memory map of the segment it is in:
 //! `recv_ref` checks the frame's CRC and hands back a slice of the map, with
-//! no copy and no allocation, and in the steady state no syscall and no
-//! lock (in `Buffered` mode a receiver that runs out of finished frames
+//! no copy and no allocation, and for most messages no syscall and no
+//! lock: in `Buffered` mode a receiver that runs out of finished frames
 //! finishes the senders' frames itself, under the catalog lock; a segment's
-//! first read-ahead is an `madvise`, later ones a request to the flusher).
+//! first read-ahead is an `madvise`, and each later one (per MiB read) a
+//! request queued under a mutex that may wake the flusher, as entering a
+//! segment does (for GC).
 //! At a seal frame it maps the next
 //! segment (or takes the map another receiver made of it) and tells the
 //! catalog, which may then delete the one it left.

@@ -625,7 +625,13 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
     /// As [`FileChannel::typed_rx`].
     pub fn new(rx: R) -> Result<Self, Error> {
         let recorded = check_receiver_schema::<T, R::Storage>(rx.receiver_ref().shared())?;
-        Ok(TypedRx {
+        Ok(Self::checked(rx, recorded))
+    }
+
+    /// `rx` wrapped once [`check_receiver_schema`] has passed, saying
+    /// whether every part of `T` was `recorded`.
+    fn checked(rx: R, recorded: bool) -> Self {
+        TypedRx {
             rx,
             unknown: UnknownVersion::Error,
             skipped: 0,
@@ -633,7 +639,7 @@ impl<T: Message, C: Codec, R: RawReceiver> TypedRx<T, C, R> {
             #[cfg(feature = "rkyv")]
             migrated: Default::default(),
             _marker: PhantomData,
-        })
+        }
     }
 
     /// Sets what happens to messages written by a newer version of `T`
@@ -1004,11 +1010,11 @@ impl<S: Storage> FileChannel<S> {
     /// version in this directory (`Changed`), or the record cannot be read
     /// (`Corrupt`, `Io`).
     pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
-        // Checked before the acking receiver exists: one dropped on the
-        // error would leave a ghost cursor at the head, keeping every
-        // segment from then on until the next acking receiver.
-        check_receiver_schema::<T, S>(self.shared())?;
-        TypedRx::new(self.rx_ack())
+        // Checked before the acking receiver exists (and only then): one
+        // dropped on the error would leave a ghost cursor at the head,
+        // keeping every segment from then on until the next acking receiver.
+        let recorded = check_receiver_schema::<T, S>(self.shared())?;
+        Ok(TypedRx::checked(self.rx_ack(), recorded))
     }
 }
 

@@ -179,6 +179,28 @@ fn fingerprints_are_pinned() {
         ("Node", <Node as Shape>::FINGERPRINT, 0x07863d3359cb2089),
         ("Event", <Event as Shape>::FINGERPRINT, 0x989155a0d69f1957),
         ("Boxed", <Boxed as Shape>::FINGERPRINT, 0xd514d08df365af7f),
+        // Since the second review of 2026-11-29: raw identifiers, empty
+        // field lists, an array in a recursive field.
+        (
+            "raw::plain::Point",
+            <raw::plain::Point as Shape>::FINGERPRINT,
+            0xff50b1cf3c2540fc,
+        ),
+        (
+            "empty_forms::braces::E",
+            <empty_forms::braces::E as Shape>::FINGERPRINT,
+            0xf04eedcb668256f7,
+        ),
+        (
+            "empty_forms::parens::S",
+            <empty_forms::parens::S as Shape>::FINGERPRINT,
+            0x17a374e549d29c01,
+        ),
+        (
+            "fanout::two::Node",
+            <fanout::two::Node as Shape>::FINGERPRINT,
+            0xf0aeadfbcf37e31d,
+        ),
     ];
     let changed: Vec<String> = pins
         .iter()
@@ -353,12 +375,18 @@ fn explicit_discriminants_are_fingerprinted() {
 #[allow(non_camel_case_types, dead_code)]
 mod raw {
     use super::*;
+    pub mod kinds {
+        use super::*;
+        #[derive(Message)]
+        pub struct Kind(pub u8);
+    }
     pub mod plain {
         use super::*;
         #[derive(Message)]
         pub struct Point {
             pub foo: u32,
             pub e: Dir,
+            pub k: super::kinds::Kind,
         }
         #[derive(Message)]
         pub enum Dir {
@@ -372,6 +400,7 @@ mod raw {
         pub struct r#Point {
             pub r#foo: u32,
             pub r#e: Dir,
+            pub r#k: super::r#kinds::r#Kind,
         }
         #[derive(Message)]
         pub enum Dir {
