@@ -54,13 +54,13 @@ pub use crate::channel::{FileChannel, Sender, Stats};
 pub use crate::compress::Compression;
 pub use crate::config::{Builder, Durability, MAX_MESSAGE_SIZE_LIMIT, MIN_SEGMENT_SIZE};
 pub use crate::error::{AckError, Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
-pub use crate::receiver::{AckReceiver, Iter, MsgRef, Receiver, TryIter};
+pub use crate::receiver::{AckReceiver, IntoIter, Iter, MsgRef, Receiver, TryIter};
 pub use crate::registry::{REGISTRY_FILE, RegisteredSchema, SchemaError};
 #[cfg(feature = "rkyv")]
 pub use crate::typed::ArchivedRef;
 pub use crate::typed::{
-    DecodeError, Message, Migrate, RawReceiver, Schema, Shape, TYPED_HEADER_LEN, TypedAckRx, TypedIter, TypedRx,
-    TypedTx, UnknownVersion,
+    DecodeError, Message, Migrate, RawReceiver, Schema, Shape, TYPED_HEADER_LEN, TypedAckRx, TypedIntoIter, TypedIter,
+    TypedRx, TypedTx, UnknownVersion,
 };
 #[doc(hidden)]
 pub use crate::typed::{SchemaPart, combine, name_hash, tag};

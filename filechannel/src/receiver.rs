@@ -715,24 +715,60 @@ pub struct Iter<'a, S: Storage = Fs> {
 impl<S: Storage> Iterator for Iter<'_, S> {
     type Item = Result<Vec<u8>, RecvError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.rx.recv() {
-            Ok(m) => Some(Ok(m)),
-            Err(RecvError::Disconnected) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        next_blocking(self.rx, &mut self.done)
     }
 }
 
 impl<S: Storage> std::iter::FusedIterator for Iter<'_, S> {}
+
+/// The next item of a blocking iterator over `rx`: a message, or a read
+/// error once (then `done`), or `None` once disconnected and drained.
+fn next_blocking<S: Storage>(rx: &mut Receiver<S>, done: &mut bool) -> Option<Result<Vec<u8>, RecvError>> {
+    if *done {
+        return None;
+    }
+    match rx.recv() {
+        Ok(m) => Some(Ok(m)),
+        Err(RecvError::Disconnected) => {
+            *done = true;
+            None
+        }
+        Err(e) => {
+            *done = true;
+            Some(Err(e))
+        }
+    }
+}
+
+/// Blocking iterator that owns its receiver: `for m in rx`, as with
+/// `std::sync::mpsc` and crossbeam-channel. Items and end as
+/// [`Receiver::iter`]'s.
+#[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct IntoIter<S: Storage = Fs> {
+    rx: Receiver<S>,
+    done: bool,
+}
+
+impl<S: Storage> Iterator for IntoIter<S> {
+    type Item = Result<Vec<u8>, RecvError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        next_blocking(&mut self.rx, &mut self.done)
+    }
+}
+
+impl<S: Storage> std::iter::FusedIterator for IntoIter<S> {}
+
+impl<S: Storage> IntoIterator for Receiver<S> {
+    type Item = Result<Vec<u8>, RecvError>;
+    type IntoIter = IntoIter<S>;
+    /// `for m in rx` blocks for each message and ends once the channel is
+    /// closed and drained (or after a read error). (An [`AckReceiver`] has
+    /// no owning iterator: nothing could ack what it yields.)
+    fn into_iter(self) -> IntoIter<S> {
+        IntoIter { rx: self, done: false }
+    }
+}
 
 /// Non-blocking iterator returned by [`Receiver::try_iter`].
 #[derive(Debug)]

@@ -900,32 +900,80 @@ impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> Iterator for TypedIter<'_, T, 
     type Item = Result<T, RecvError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
+        typed_next(self.rx, &mut self.done, self.blocking)
+    }
+}
+
+/// The next item of a typed iterator over `rx` (blocking, or what is ready
+/// now): a value or a decode error (iteration goes on), a read error once
+/// (then `done`), or `None`.
+fn typed_next<T: Migrate<C>, C: Decode<T>, R: RawReceiver>(
+    rx: &mut TypedRx<T, C, R>,
+    done: &mut bool,
+    blocking: bool,
+) -> Option<Result<T, RecvError>> {
+    if *done {
+        return None;
+    }
+    let r = if blocking {
+        rx.recv()
+    } else {
+        match rx.try_recv() {
+            Ok(v) => Ok(v),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                *done = true;
+                return None;
+            }
+            Err(TryRecvError::Failed(e)) => Err(e),
         }
-        let r = if self.blocking {
-            self.rx.recv()
-        } else {
-            match self.rx.try_recv() {
-                Ok(v) => Ok(v),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                    self.done = true;
-                    return None;
-                }
-                Err(TryRecvError::Failed(e)) => Err(e),
-            }
-        };
-        match r {
-            Err(RecvError::Disconnected) => {
-                self.done = true;
-                None
-            }
-            Err(e) if !e.is_decode() => {
-                self.done = true;
-                Some(Err(e))
-            }
-            other => Some(other),
+    };
+    match r {
+        Err(RecvError::Disconnected) => {
+            *done = true;
+            None
         }
+        Err(e) if !e.is_decode() => {
+            *done = true;
+            Some(Err(e))
+        }
+        other => Some(other),
+    }
+}
+
+/// Blocking iterator that owns its typed receiver: `for v in rx`. Items
+/// and end as [`TypedRx::iter`]'s.
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct TypedIntoIter<T, C, R = Receiver> {
+    rx: TypedRx<T, C, R>,
+    done: bool,
+}
+
+impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> Iterator for TypedIntoIter<T, C, R> {
+    type Item = Result<T, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        typed_next(&mut self.rx, &mut self.done, true)
+    }
+}
+
+impl<T: Migrate<C>, C: Decode<T>, R: RawReceiver> std::iter::FusedIterator for TypedIntoIter<T, C, R> {}
+
+impl<T, C, R> std::fmt::Debug for TypedIntoIter<T, C, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedIntoIter")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Message + Migrate<C>, C: Decode<T>, S: Storage> IntoIterator for TypedRx<T, C, Receiver<S>> {
+    type Item = Result<T, RecvError>;
+    type IntoIter = TypedIntoIter<T, C, Receiver<S>>;
+    /// `for v in rx` blocks for each message, as [`TypedRx::iter`]. (A
+    /// typed acking receiver has no owning iterator: nothing could ack
+    /// what it yields.)
+    fn into_iter(self) -> Self::IntoIter {
+        TypedIntoIter { rx: self, done: false }
     }
 }
 

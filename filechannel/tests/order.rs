@@ -240,3 +240,25 @@ fn a_receiver_by_mutable_reference_is_an_iterator() {
     assert_eq!((&mut arx).into_iter().count(), 10);
     assert!(rx.is_empty() && arx.is_empty());
 }
+
+/// `for m in rx` with the receiver moved in, as with `std::sync::mpsc`: a
+/// thread owns it, reads every message and ends at close.
+#[test]
+fn a_receiver_by_value_is_an_iterator() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = FileChannel::open(dir.path()).unwrap();
+    let rx = ch.rx();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        for m in rx {
+            got.push(check_payload(&m.unwrap()));
+        }
+        got
+    });
+    let tx = ch.tx();
+    for seq in 0..50 {
+        tx.send(&payload(seq, 16)).unwrap();
+    }
+    ch.close().unwrap();
+    assert_eq!(reader.join().unwrap(), (0..50).collect::<Vec<_>>());
+}

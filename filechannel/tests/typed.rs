@@ -552,6 +552,21 @@ fn iter_yields_decode_errors_and_goes_on() {
     }
     assert_eq!(rest, [4, 5]);
     assert!(rx.is_empty());
+    // By value too (`for v in rx`): decode errors are yielded and
+    // iteration goes on to the close.
+    let dir = tempfile::tempdir().unwrap();
+    let ch = open(dir.path(), Compression::None);
+    let rx = ch.typed_rx::<u64, Postcard>().unwrap();
+    let tx = ch.typed_tx::<u64, Postcard>().unwrap();
+    tx.send(&1).unwrap();
+    ch.tx().send(b"raw").unwrap();
+    tx.send(&3).unwrap();
+    ch.close().unwrap();
+    let all: Vec<_> = rx.into_iter().collect();
+    assert_eq!(all.len(), 3);
+    assert!(all[1].as_ref().unwrap_err().is_decode());
+    let values: Vec<u64> = all.into_iter().filter_map(Result::ok).collect();
+    assert_eq!(values, [1, 3]);
 }
 
 #[test]
