@@ -224,11 +224,16 @@ impl StateMachineTest for Sut {
         match op {
             Op::Send(len) => sut.ch.tx().send(&payload(model.sent - 1, len)).expect("send"),
             Op::Recv(i) => {
+                // `model` is the state after this step: a receiver that got
+                // a message moved its `next` past it, one that got nothing
+                // did not (the message before is not this one's).
                 let r = &model.rxs[i];
+                let before = sut.rxs[i].rx().read_offset();
                 let got = sut.rxs[i].rx().try_recv();
                 match got {
                     Ok(m) => {
                         RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        assert_eq!(before + 1, r.next, "receiver {i} got a message past the model's");
                         let seq = r.next - 1;
                         assert_eq!(
                             m,
