@@ -2,8 +2,9 @@
 //! killed with SIGKILL mid-stream, 200 times on the same directory (10,000
 //! with `FILECHANNEL_KILL_ITERATIONS=10000`); every message whose `send`
 //! returned must be there after reopening, in order and uncorrupted. And the
-//! directory lock, 100 times: held against other processes (`Locked` within
-//! 100 ms), free as soon as its holder is killed.
+//! directory lock, 5 times: held against other processes (`Locked` within
+//! 1 s: `open` retries for 25 ms, and the bound leaves room for a loaded CI
+//! machine), free as soon as its holder is killed.
 //!
 //! The child is this same test binary, re-run with an environment variable
 //! that tells the test function to play the child's part.
@@ -53,7 +54,7 @@ fn reopen_after_sigkill_keeps_every_confirmed_message() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut rng = 0x1234_5678_u64;
-    let mut total_confirmed = 0;
+    let (mut total_confirmed, mut productive) = (0, 0);
     let iterations = std::env::var("FILECHANNEL_KILL_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -64,20 +65,29 @@ fn reopen_after_sigkill_keeps_every_confirmed_message() {
         rng ^= rng << 17;
         let mut child = spawn_child("reopen_after_sigkill_keeps_every_confirmed_message", dir.path());
         let stdout = child.stdout.take().unwrap();
-        // One kill in ten lands during open (before the child has said
-        // "open"); the others after a random 0-60 ms of sending.
-        let delay = if iteration % 10 == 0 { rng % 3 } else { rng % 61 };
+        let (opened_tx, opened) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut confirmed: Option<u64> = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(seq) = line.parse::<u64>() {
                     confirmed = Some(seq);
+                } else if line.ends_with("open") {
+                    let _ = opened_tx.send(());
                 }
             }
             confirmed
         });
-        std::thread::sleep(Duration::from_millis(delay));
+        // One kill in ten lands 0-2 ms after the spawn (the child starting
+        // up, or opening); the others 0-60 ms after the child has opened
+        // the channel (measured from then, so a slow start on a loaded
+        // machine still leaves time to send).
+        if iteration % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(rng % 3));
+        } else {
+            let _ = opened.recv_timeout(Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(rng % 61));
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let confirmed = reader.join().unwrap();
@@ -94,15 +104,19 @@ fn reopen_after_sigkill_keeps_every_confirmed_message() {
                 next > c,
                 "iteration {iteration}: confirmed message {c} lost; only {next} recovered"
             );
+            if c + 1 > total_confirmed {
+                productive += 1;
+            }
             total_confirmed = c + 1;
         }
         assert_eq!(ch.write_offset(), next);
         drop(rx);
         ch.close().unwrap();
     }
+    // Most kills must land while the child is sending, not before.
     assert!(
-        total_confirmed > 100,
-        "the children should have confirmed messages ({total_confirmed})"
+        total_confirmed > 100 && productive >= iterations / 2,
+        "the children should have confirmed messages ({total_confirmed} in all, new ones in {productive} of {iterations} runs)"
     );
 }
 
@@ -136,11 +150,7 @@ fn second_process_gets_locked_and_lock_is_free_after_holder_is_killed() {
         let err = FileChannel::open(dir.path()).unwrap_err();
         assert!(err.is_locked(), "{err:?}");
         assert!(err.to_string().contains(&*dir.path().to_string_lossy()));
-        assert!(
-            start.elapsed() < Duration::from_millis(100),
-            "took {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
         child.kill().unwrap();
         child.wait().unwrap();
         let ch = FileChannel::open(dir.path()).unwrap();
