@@ -175,8 +175,9 @@ mod postcard_codec {
     /// Encoding goes through a serializer of this crate that writes
     /// postcard 1.x's wire format byte for byte (tested against
     /// `postcard::to_allocvec` over the whole serde data model) and builds
-    /// each varint in a register: about twice as fast as postcard's own
-    /// writer on integer-heavy values. Decoding is postcard's.
+    /// each varint in a register: 2.4–3.3× as fast as postcard's own writer
+    /// in the README's reference run (15 vs 36 ns for its 64-byte struct,
+    /// 156 vs 522 ns for its integer-heavy 512-byte one). Decoding is postcard's.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
     pub struct Postcard;
 

@@ -1,6 +1,8 @@
-//! Send a few messages, read them back with two independent receivers, and
-//! reopen the channel to show that an acking receiver keeps what it has not
-//! acked.
+//! Send a million small messages and time them, read them back with two
+//! independent receivers, and reopen the channel to show that an acking
+//! receiver keeps what it has not acked. (The README's quickstart is the
+//! short version of the API; this is the example its first set-up command
+//! runs.)
 //!
 //! ```sh
 //! cargo run --release --example quickstart            # uses a temp directory

@@ -1043,8 +1043,9 @@ impl<S: Storage> FileChannel<S> {
     /// # Errors
     /// [`Error::Closed`] if the channel is closed; [`Error::Schema`] if `T`
     /// carries a schema that differs from the one recorded for its name and
-    /// version in this directory (`Changed`), or the record cannot be read
-    /// (`Corrupt`, `Io`).
+    /// version in this directory (`Changed`), if an older version it reads
+    /// through `previous` differs from the one recorded for that version
+    /// (`PreviousChanged`), or the record cannot be read (`Corrupt`, `Io`).
     pub fn typed_rx<T: Message, C: Codec>(&self) -> Result<TypedRx<T, C, Receiver<S>>, Error> {
         TypedRx::new(self.rx())
     }
@@ -1053,10 +1054,7 @@ impl<S: Storage> FileChannel<S> {
     /// [`rx_ack`](Self::rx_ack) would.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the channel is closed; [`Error::Schema`] if `T`
-    /// carries a schema that differs from the one recorded for its name and
-    /// version in this directory (`Changed`), or the record cannot be read
-    /// (`Corrupt`, `Io`).
+    /// As [`typed_rx`](Self::typed_rx).
     pub fn typed_rx_ack<T: Message, C: Codec>(&self) -> Result<TypedAckRx<T, C, S>, Error> {
         // Checked before the acking receiver exists (and only then): one
         // dropped on the error would leave a ghost cursor at the head,
