@@ -39,7 +39,7 @@ fn read_all(ch: &FileChannel<SimStorage>) -> usize {
 /// with arbitrary contents, often mutations of real ones); open it, read
 /// everything and the schema registry. Layout: repeated `[kind u8][number
 /// u8][len u16 LE][bytes]`. With the kind's top bit set, the file's
-/// checksums are made right ([`fix_checksums`]), so that mutated bytes get
+/// checksums are made right (`fix_checksums`), so that mutated bytes get
 /// past them to what lies behind: frame lengths, flags and sequence numbers,
 /// compressed bodies and their declared lengths.
 pub fn open_arbitrary_directory(data: &[u8]) {
