@@ -280,6 +280,56 @@ fn buffered_crash_keeps_every_flushed_message() {
     eprintln!("buffered send-boundary images checked: {checked}; process images that lost unflushed sends: {trimmed}");
 }
 
+/// `Buffered` mode, the default, with no `flush()` at all: the flusher
+/// finishes small sends behind the sender within `flush_interval`, and once
+/// it has (no send waits for that), a crash of the process keeps them all.
+/// The other `Buffered` test only counts messages up to an explicit
+/// `flush()` (from a read-only review of the suite).
+#[test]
+fn buffered_sends_survive_a_process_crash_once_the_flusher_has_run() {
+    let dir = Path::new("/sim/channel");
+    let sim = SimStorage::new();
+    let ch = FileChannel::builder()
+        .segment_size(64 << 10)
+        .durability(Durability::Buffered)
+        .flush_interval(std::time::Duration::from_millis(1))
+        .compression(Compression::None)
+        .open_with(sim.clone(), dir)
+        .unwrap();
+    let tx = ch.tx();
+    for seq in 0..300 {
+        // Small: their CRC is left to be filled in behind the sender.
+        tx.send(&payload(seq, 8 + (seq as usize * 13) % 121)).unwrap();
+    }
+    crate::wait_until("the flusher to finish every send", || ch.flush_offset() == 300);
+    sim.crash_now();
+    drop((tx, ch));
+    let image = sim.snapshot().unwrap().process_crash_image();
+    let (start, got) = read_image(dir, &image).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(start, 0);
+    assert_eq!(got, (0..300).collect::<Vec<u64>>());
+}
+
+/// `Sync` mode: the moment each `send` returns, the message is in the
+/// power-loss image that keeps only what was fsynced (durable bytes under
+/// durable names). `sync_mode_send_returns_only_after_the_message_is_fsynced`
+/// checks a counter the code sets itself (from a read-only review of the
+/// suite).
+#[test]
+fn every_returned_sync_send_is_in_the_durable_image() {
+    let dir = Path::new("/sim/channel");
+    let sim = SimStorage::new();
+    let ch = open_plain(sim.clone(), dir, 4096, Durability::Sync).unwrap();
+    let tx = ch.tx();
+    for seq in 0..24 {
+        // Several segments of 4 KiB: rotations and their fsyncs included.
+        tx.send(&payload(seq, 100 + (seq as usize * 211) % 1500)).unwrap();
+        let image = sim.peek().durable_image();
+        let (_, got) = read_image(dir, &image).unwrap_or_else(|e| panic!("after send {seq}: {e}"));
+        assert_eq!(got, (0..=seq).collect::<Vec<u64>>(), "after send {seq}");
+    }
+}
+
 /// Test J: in `Sync` mode every create, rename and unlink is followed by a
 /// directory fsync before the send that depends on it returns.
 #[test]
