@@ -53,6 +53,10 @@ fn nothing_is_deleted_while_no_receiver_exists() {
     assert_eq!(check_payload(&rx.recv().unwrap()), 0);
 }
 
+/// Active segment, up to two spares, one segment the flusher has not
+/// collected yet, the head and lock files.
+const BOUND: u64 = 5 * (64 << 10) + 8192;
+
 #[test]
 fn disk_usage_stays_bounded_when_receivers_keep_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,13 +73,19 @@ fn disk_usage_stays_bounded_when_receivers_keep_up() {
             ack.ack(10).unwrap();
         }
         if seq % 1000 == 0 {
-            peak = peak.max(ch.disk_usage().unwrap());
+            // GC is the flusher's, which a loaded machine may hold up for
+            // a time slice: the bound must hold again within a second.
+            let mut usage = ch.disk_usage().unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while usage > BOUND && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                usage = ch.disk_usage().unwrap();
+            }
+            peak = peak.max(usage);
         }
     }
     // 10 MB flowed through 64 KiB segments.
-    // Active segment, up to two spares, one segment the flusher has not
-    // collected yet, the head and lock files.
-    assert!(peak <= 5 * (64 << 10) + 8192, "peak disk usage {peak} bytes");
+    assert!(peak <= BOUND, "peak disk usage {peak} bytes");
     wait_for("consumed segments to go", || segment_files(dir.path()).len() <= 2);
 }
 
@@ -90,6 +100,9 @@ fn ack_receiver_holds_segments_until_acked() {
     }
     let total = segment_files(dir.path()).len();
     assert_eq!(drain(&mut rx).len(), 300);
+    // GC runs on the flusher: a receiver dropped runs it now, so what it
+    // would delete is gone before the check.
+    drop(ch.rx());
     assert_eq!(segment_files(dir.path()).len(), total, "read but not acked: kept");
     rx.ack(150).unwrap();
     let mid = segment_files(dir.path()).len();
