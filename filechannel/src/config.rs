@@ -99,9 +99,9 @@ impl Builder {
 
     /// Size at which the active segment is sealed and a new one started
     /// (default 64 MiB, at least 4 KiB). Each segment's space is reserved on
-    /// disk when it is created. A message larger than this starts a new
-    /// segment sized to hold it (rounded up to 4 KiB), which later messages
-    /// may share.
+    /// disk when it is created. A message larger than this goes into a
+    /// segment sized to hold it (at least its frame, rounded up to 4 KiB),
+    /// which other messages may share.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
         self

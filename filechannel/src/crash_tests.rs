@@ -41,8 +41,9 @@ struct Confirmed {
     sent: u64,
     /// `sync()` returned for every message below this.
     synced: u64,
-    /// Both receivers had acked every message below this, in memory, when
-    /// the workload stopped: no head written before the crash is past it.
+    /// Both receivers had acked every message below this, in memory, by
+    /// the ack during which the crash came (if one did): no head written
+    /// before the crash is past it.
     acked: u64,
 }
 
@@ -66,6 +67,7 @@ fn workload(sim: &SimStorage, dir: &Path, seed: u64) -> Confirmed {
     let tx = ch.tx();
     let mut a = ch.rx_ack();
     let mut b = ch.rx_ack();
+    let mut crash_seen = false;
     let mut rng = seed | 1;
     let mut next = || {
         rng ^= rng << 13;
@@ -89,7 +91,9 @@ fn workload(sim: &SimStorage, dir: &Path, seed: u64) -> Confirmed {
                 c.synced = c.sent;
             }
         }
-        for rx in [&mut a, &mut b] {
+        crash_seen |= sim.crashed();
+        for which in 0..2 {
+            let rx = if which == 0 { &mut a } else { &mut b };
             for _ in 0..next() % 3 {
                 if rx.try_recv().is_err() {
                     break;
@@ -100,11 +104,15 @@ fn workload(sim: &SimStorage, dir: &Path, seed: u64) -> Confirmed {
                 if rx.ack(n).is_err() {
                     break;
                 }
+                // Counted up to the ack during which the crash came (its
+                // head write may have gone before it), not after: no head
+                // written before the crash is past this.
+                if !crash_seen {
+                    c.acked = a.acked_offset().min(b.acked_offset());
+                    crash_seen = sim.crashed();
+                }
             }
         }
-        // Also after the crash: the receivers' acks in memory bound every
-        // head written before it.
-        c.acked = a.acked_offset().min(b.acked_offset());
     }
     c
 }

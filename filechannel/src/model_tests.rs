@@ -241,7 +241,10 @@ impl StateMachineTest for Sut {
                             "receiver {i} got the wrong message"
                         );
                     }
-                    Err(TryRecvError::Empty) => assert_eq!(r.next, model.sent, "receiver {i} missed a message"),
+                    Err(TryRecvError::Empty) => {
+                        assert_eq!(r.next, model.sent, "receiver {i} missed a message");
+                        assert_eq!(before, r.next, "receiver {i} had a message ready and answered Empty");
+                    }
                     Err(e) => panic!("receiver {i}: {e}"),
                 }
             }

@@ -31,6 +31,7 @@ fn spawn_child(test: &str, dir: &std::path::Path) -> Child {
 /// The child's part: open, then send forever, reporting each confirmed
 /// sequence number on stdout.
 fn sender_child(dir: &str) -> ! {
+    println!("opening");
     let ch = FileChannel::builder()
         .segment_size(64 << 10)
         .durability(Durability::Flush)
@@ -72,20 +73,24 @@ fn reopen_after_sigkill_keeps_every_confirmed_message() {
                 let Ok(line) = line else { break };
                 if let Ok(seq) = line.parse::<u64>() {
                     confirmed = Some(seq);
+                } else if line.ends_with("opening") {
+                    let _ = opened_tx.send("opening");
                 } else if line.ends_with("open") {
-                    let _ = opened_tx.send(());
+                    let _ = opened_tx.send("open");
                 }
             }
             confirmed
         });
-        // One kill in ten lands 0-2 ms after the spawn (the child starting
-        // up, or opening); the others 0-60 ms after the child has opened
-        // the channel (measured from then, so a slow start on a loaded
-        // machine still leaves time to send).
+        // One kill in ten lands 0-2 ms after the child says it is opening
+        // the channel (in the open and its recovery scan, or just after);
+        // the others 0-60 ms after it has opened it (measured from then, so
+        // a slow start on a loaded machine still leaves time to send).
+        let wait_for = |what| while opened.recv_timeout(Duration::from_secs(30)).is_ok_and(|l| l != what) {};
         if iteration % 10 == 0 {
+            wait_for("opening");
             std::thread::sleep(Duration::from_millis(rng % 3));
         } else {
-            let _ = opened.recv_timeout(Duration::from_secs(30));
+            wait_for("open");
             std::thread::sleep(Duration::from_millis(rng % 61));
         }
         child.kill().unwrap(); // SIGKILL
