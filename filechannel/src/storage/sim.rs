@@ -163,8 +163,8 @@ impl Inode {
 pub struct Snapshot {
     /// path → live bytes, for the live directory.
     pub live: BTreeMap<PathBuf, Vec<u8>>,
-    /// path → (durable bytes, live bytes) of the file the live name points
-    /// to, or for a name only durable, of the file that one points to.
+    /// path → (durable bytes, live bytes) of the file each live name points
+    /// to.
     pub files: BTreeMap<PathBuf, (Vec<u8>, Vec<u8>)>,
     /// path → (durable bytes, live bytes) of the file each durable name
     /// points to: after a rename over it not made durable, the old file.
@@ -244,9 +244,7 @@ impl State {
             s.files.insert(path.clone(), (durable, live));
         }
         for (path, ino) in &self.durable {
-            let file = contents(ino);
-            s.files.entry(path.clone()).or_insert_with(|| file.clone());
-            s.durable_files.insert(path.clone(), file);
+            s.durable_files.insert(path.clone(), contents(ino));
         }
         s
     }
