@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::error::RecvError;
 use crate::format::{HEAD_SLOT_LEN, HeadSlot, compressed_file_name, segment_file_name, spare_file_name};
 use crate::segment::SegMeta;
-use crate::storage::{SegmentMap, Storage, StorageFile};
+use crate::storage::{SegmentMap, Storage, StorageFile, remove_if_present};
 use crate::sync::{AtomicU64, Condvar, Mutex};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -372,11 +372,8 @@ impl<S: Storage> Catalog<S> {
         // (the compressor deletes the plain file after the swap): neither may
         // outlive the segment.
         for leftover in [path, dir.join(compressed_file_name(id))] {
-            match storage.remove(&leftover) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(path = %leftover.display(), error = %e, "could not delete a retired segment's leftover file");
-                }
-                _ => {}
+            if let Err(e) = remove_if_present(storage, &leftover) {
+                tracing::warn!(path = %leftover.display(), error = %e, "could not delete a retired segment's leftover file");
             }
         }
         // The file is gone from the chain either way; a failed directory
@@ -394,13 +391,10 @@ impl<S: Storage> Catalog<S> {
 
 /// Removes `path`; one that is not there is as good as removed.
 fn remove_unless_gone<S: Storage>(storage: &S, path: &Path) -> std::io::Result<()> {
-    match storage.remove(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "a consumed segment's file was already gone");
-            Ok(())
-        }
-        r => r,
+    if !remove_if_present(storage, path)? {
+        tracing::warn!(path = %path.display(), "a consumed segment's file was already gone");
     }
+    Ok(())
 }
 
 /// Opens `path` for writing and locks it exclusively, without waiting, for

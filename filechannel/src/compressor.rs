@@ -213,12 +213,10 @@ fn compress<S: Storage>(sh: &Shared<S>, job: &Job) {
     cat.unsynced.remove(&job.id);
     drop(cat);
     let plain = sh.dir.join(segment_file_name(job.id));
-    let removed = match sh.storage.remove(&plain) {
-        // GC retired the segment once the claim was released, and removed
-        // this leftover (and synced the directory) itself.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        removed => removed.and_then(|()| sh.storage.sync_dir(&sh.dir)),
-    };
+    // Not there: GC retired the segment once the claim was released, and
+    // removed this leftover (and synced the directory) itself.
+    let removed = crate::storage::remove_if_present(&sh.storage, &plain)
+        .and_then(|removed| if removed { sh.storage.sync_dir(&sh.dir) } else { Ok(()) });
     if let Err(e) = removed {
         // Both files stay; the next open keeps the valid compressed one.
         tracing::warn!(segment = job.id, error = %e, "could not delete a plain segment after compressing it");

@@ -310,12 +310,8 @@ fn drop_consumed_below_gap<S: Storage>(
     }
     for id in ids.drain(..=gap) {
         for path in [dir.join(segment_file_name(id)), dir.join(compressed_file_name(id))] {
-            match storage.remove(&path) {
-                Ok(()) => {
-                    tracing::warn!(path = %path.display(), head = head_seq, "deleting a consumed segment left behind a gap (its earlier removal failed)");
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
+            if crate::storage::remove_if_present(storage, &path).map_err(|e| Error::io(&path, e))? {
+                tracing::warn!(path = %path.display(), head = head_seq, "deleting a consumed segment left behind a gap (its earlier removal failed)");
             }
         }
     }

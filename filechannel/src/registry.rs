@@ -133,7 +133,7 @@ impl Registry {
         let tmp = dir.join(REGISTRY_TMP);
         // An unfinished rewrite: the registry file itself is the old,
         // complete version.
-        if remove_if_present(storage, &tmp)? {
+        if crate::storage::remove_if_present(storage, &tmp).map_err(|e| SchemaError::io(&tmp, e))? {
             tracing::info!(path = %tmp.display(), "removed an unfinished schema registry write");
         }
         let path = dir.join(REGISTRY_FILE);
@@ -204,7 +204,7 @@ impl Registry {
     /// rename (the caller fsyncs the directory).
     fn replace<S: Storage>(&self, storage: &S, dir: &Path) -> Result<(), SchemaError> {
         let tmp = dir.join(REGISTRY_TMP);
-        remove_if_present(storage, &tmp)?;
+        crate::storage::remove_if_present(storage, &tmp).map_err(|e| SchemaError::io(&tmp, e))?;
         let file = storage.create_new(&tmp).map_err(|e| SchemaError::io(&tmp, e))?;
         file.write_all_at(self.render().as_bytes(), 0)
             .and_then(|()| file.sync_data())
@@ -212,15 +212,6 @@ impl Registry {
         drop(file);
         let path = dir.join(REGISTRY_FILE);
         storage.rename(&tmp, &path).map_err(|e| SchemaError::io(&path, e))
-    }
-}
-
-/// Removes `path`; `Ok(false)` if it was not there.
-fn remove_if_present<S: Storage>(storage: &S, path: &Path) -> Result<bool, SchemaError> {
-    match storage.remove(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(SchemaError::io(path, e)),
     }
 }
 

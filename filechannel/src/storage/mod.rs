@@ -145,3 +145,13 @@ pub unsafe trait StorageMap: Send + Sync + 'static {
     /// map the (cached) pages in ahead of time.
     fn prefault_read(&self, _offset: usize, _len: usize) {}
 }
+
+/// Removes `path`; `Ok(false)` if it was not there (somebody else, or an
+/// earlier attempt, removed it).
+pub(crate) fn remove_if_present<S: Storage>(storage: &S, path: &Path) -> io::Result<bool> {
+    match storage.remove(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
